@@ -1,0 +1,536 @@
+//! A native async client for the signaling server, over WebTransport or WSS
+//! with one API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), proto::client::ClientError> {
+//! use proto::client::{Client, ConnectOptions, Trust};
+//! use proto::Signal;
+//!
+//! let hash = [0u8; 32]; // from the server's GET /cert-hashes
+//! let opts = ConnectOptions::new("https://127.0.0.1:4433/", Trust::CertificateHashes(vec![hash]))
+//!     .token("eyJ...");
+//! let client = Client::connect(opts).await?;
+//! let mut room = client.join("lobby").await?;
+//! for member in room.members().to_vec() {
+//!     room.signal(member.peer_id, Signal::Offer { sdp: "v=0...".into() }).await?;
+//! }
+//! while let Some(event) = room.recv().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The URL picks the transport: `https://` is WebTransport, `wss://` is the
+//! WebSocket fallback. Either way the client opens the control channel, says
+//! `hello`, and returns once the server's `welcome` arrived.
+
+mod tls;
+mod websocket;
+mod webtransport;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::codec::{self, Encoding};
+use crate::error::ErrorCode;
+use crate::ids::{ChannelId, PeerId};
+use crate::message::{
+    ClientMessage, Member, RequestId, ServerMessage, SessionLimits, Signal, Token,
+};
+use crate::version::PROTOCOL_VERSION;
+
+/// How the client decides to trust the server's certificate.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Accept exactly the certificates with these SHA-256 hashes, like a browser's
+    /// `serverCertificateHashes` (the certificate must be valid for at most 14 days).
+    CertificateHashes(Vec<[u8; 32]>),
+    /// Verify the certificate chain against these roots.
+    Roots(Arc<rustls::RootCertStore>),
+}
+
+/// Which transport a client is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    WebTransport,
+    WebSocket,
+}
+
+/// Everything [`Client::connect`] needs.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// `https://host:port/` for WebTransport, `wss://host:port/ws` for WSS.
+    pub url: String,
+    pub trust: Trust,
+    pub token: Option<String>,
+    /// Send the token in the connect URL (`?token=`) rather than in `hello`.
+    pub token_in_url: bool,
+    pub encoding: Encoding,
+    /// The version announced in `hello`.
+    pub version: u16,
+    /// Bounds the whole connect: transport handshake, `hello` and `welcome`.
+    pub timeout: Duration,
+    /// The local address to connect from (any port), e.g. one of 127.0.0.0/8.
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>, trust: Trust) -> Self {
+        Self {
+            url: url.into(),
+            trust,
+            token: None,
+            token_in_url: false,
+            encoding: Encoding::Bincode,
+            version: PROTOCOL_VERSION,
+            timeout: Duration::from_secs(10),
+            bind_ip: None,
+        }
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn token_in_url(mut self, yes: bool) -> Self {
+        self.token_in_url = yes;
+        self
+    }
+
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    pub fn version(mut self, version: u16) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn bind_ip(mut self, ip: IpAddr) -> Self {
+        self.bind_ip = Some(ip);
+        self
+    }
+
+    /// The transport the URL's scheme selects.
+    pub fn transport(&self) -> Result<TransportKind, ClientError> {
+        match self.url.split_once("://").map(|(scheme, _)| scheme) {
+            Some("https") => Ok(TransportKind::WebTransport),
+            Some("wss") => Ok(TransportKind::WebSocket),
+            _ => Err(ClientError::Connect(format!(
+                "unsupported URL {:?}: use https:// for WebTransport or wss:// for WSS",
+                self.url
+            ))),
+        }
+    }
+
+    /// The connect URL, with the token and encoding in its query where they belong.
+    fn connect_url(&self, kind: TransportKind) -> Result<url::Url, ClientError> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| ClientError::Connect(format!("bad URL: {e}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if kind == TransportKind::WebTransport {
+                query.append_pair("encoding", self.encoding.as_str());
+            }
+            if let (true, Some(token)) = (self.token_in_url, &self.token) {
+                query.append_pair("token", token);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The server refused the connection before it opened a session.
+    /// WebTransport refusals carry no status or code (wtransport does not expose them).
+    #[error("connection refused (status {status:?}, code {code:?}): {message}")]
+    Rejected {
+        status: Option<u16>,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// The server answered with an `error` or closed the session with a `goodbye`.
+    #[error("server error {code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("the connection closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+    #[error("unexpected message from the server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server gave one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            ClientError::Rejected { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+/// How a channel's messages are put on the wire.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// A WebTransport stream of its own: length-prefixed frames.
+    Stream,
+    /// A shared WebSocket: each frame enveloped with the channel id.
+    Envelope(ChannelId),
+}
+
+/// One logical channel of a session: the control channel or a room's.
+#[derive(Debug)]
+pub struct Channel {
+    id: ChannelId,
+    encoding: Encoding,
+    framing: Framing,
+    out: mpsc::Sender<Vec<u8>>,
+    inbox: mpsc::Receiver<ServerMessage>,
+}
+
+/// How many messages may wait, per channel, for the application to read them.
+const INBOX: usize = 1024;
+
+impl Channel {
+    /// The channel's id (WebTransport streams are numbered in the order they opened).
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    /// Sends a message on this channel.
+    pub async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let bytes = match self.framing {
+            Framing::Stream => crate::frame::encode_frame(self.encoding, msg),
+            Framing::Envelope(ch) => codec::encode_enveloped(self.encoding, ch, msg),
+        };
+        self.out.send(bytes).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends one frame with exactly this payload, valid or not: for testing servers.
+    /// On WebTransport the length prefix is added; on WSS `payload` is the whole
+    /// WebSocket message (so it must carry its own channel envelope).
+    pub async fn send_raw_frame(&self, payload: &[u8]) -> Result<(), ClientError> {
+        let bytes = match self.framing {
+            Framing::Stream => {
+                let mut buf = Vec::with_capacity(payload.len() + 4);
+                crate::frame::write_frame(&mut buf, payload);
+                buf
+            }
+            Framing::Envelope(_) => payload.to_vec(),
+        };
+        self.out.send(bytes).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The next message from the server on this channel; `None` once the channel
+    /// or the connection closed.
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        self.inbox.recv().await
+    }
+
+    /// Like [`recv`](Self::recv) but gives up after `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<ServerMessage, ClientError> {
+        match tokio::time::timeout(timeout, self.inbox.recv()).await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+}
+
+/// What the server told the client in `welcome`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub version: u16,
+    pub session_id: String,
+    pub peer_id: PeerId,
+    pub user_id: String,
+    pub limits: SessionLimits,
+}
+
+/// The transport underneath a client, able to open more channels.
+enum Link {
+    WebTransport(webtransport::Link),
+    WebSocket(websocket::Link),
+}
+
+/// A connected, authenticated session.
+pub struct Client {
+    link: Link,
+    control: Channel,
+    welcome: Welcome,
+    next_request: AtomicU32,
+}
+
+impl Client {
+    /// Connects, says `hello` and waits for `welcome`.
+    pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
+        let timeout = opts.timeout;
+        tokio::time::timeout(timeout, Self::connect_inner(opts))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn connect_inner(opts: ConnectOptions) -> Result<Self, ClientError> {
+        let kind = opts.transport()?;
+        let url = opts.connect_url(kind)?;
+        let tls = tls::client_config(&opts.trust, kind)?;
+        let (link, mut control) = match kind {
+            TransportKind::WebTransport => {
+                let (link, control) =
+                    webtransport::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
+                (Link::WebTransport(link), control)
+            }
+            TransportKind::WebSocket => {
+                let (link, control) =
+                    websocket::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
+                (Link::WebSocket(link), control)
+            }
+        };
+        let token = if opts.token_in_url {
+            None
+        } else {
+            opts.token.clone().map(Token)
+        };
+        control
+            .send(&ClientMessage::Hello {
+                id: Some(0),
+                version: opts.version,
+                token,
+            })
+            .await?;
+        let welcome = match control.recv().await {
+            Some(ServerMessage::Welcome {
+                version,
+                session_id,
+                peer_id,
+                user_id,
+                limits,
+                ..
+            }) => Welcome {
+                version,
+                session_id,
+                peer_id,
+                user_id,
+                limits,
+            },
+            Some(
+                ServerMessage::Error { code, message, .. }
+                | ServerMessage::Goodbye { code, message },
+            ) => {
+                return Err(ClientError::Server { code, message });
+            }
+            Some(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {}",
+                    other.kind()
+                )));
+            }
+            None => return Err(ClientError::Closed),
+        };
+        Ok(Self {
+            link,
+            control,
+            welcome,
+            next_request: AtomicU32::new(1),
+        })
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.welcome.peer_id
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        match self.link {
+            Link::WebTransport(_) => TransportKind::WebTransport,
+            Link::WebSocket(_) => TransportKind::WebSocket,
+        }
+    }
+
+    /// The control channel: pings, session-wide errors and the final `goodbye`.
+    pub fn control(&mut self) -> &mut Channel {
+        &mut self.control
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens a new channel without sending anything on it (see [`join`](Self::join)).
+    pub async fn open_channel(&self) -> Result<Channel, ClientError> {
+        match &self.link {
+            Link::WebTransport(link) => link.open_channel().await,
+            Link::WebSocket(link) => Ok(link.open_channel()),
+        }
+    }
+
+    /// Joins a room on a channel of its own.
+    pub async fn join(&self, room: &str) -> Result<Room, ClientError> {
+        let mut channel = self.open_channel().await?;
+        let id = self.next_request_id();
+        channel
+            .send(&ClientMessage::Join {
+                id: Some(id),
+                room: room.to_owned(),
+            })
+            .await?;
+        loop {
+            match channel.recv().await {
+                Some(ServerMessage::Joined { members, room, .. }) => {
+                    return Ok(Room {
+                        channel,
+                        name: room,
+                        members,
+                    });
+                }
+                Some(ServerMessage::Error { code, message, .. }) => {
+                    return Err(ClientError::Server { code, message });
+                }
+                Some(ServerMessage::Pong { .. }) => continue,
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected joined, got {}",
+                        other.kind()
+                    )));
+                }
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Sends a `ping` on the control channel and waits for its `pong`; returns the round trip.
+    pub async fn ping(&mut self) -> Result<Duration, ClientError> {
+        let nonce = self.next_request_id();
+        let start = tokio::time::Instant::now();
+        self.control
+            .send(&ClientMessage::Ping { id: None, nonce })
+            .await?;
+        loop {
+            match self.control.recv().await {
+                Some(ServerMessage::Pong { nonce: n, .. }) if n == nonce => {
+                    return Ok(start.elapsed());
+                }
+                Some(ServerMessage::Goodbye { code, message }) => {
+                    return Err(ClientError::Server { code, message });
+                }
+                Some(_) => continue,
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Closes the connection at once, without waiting for anything.
+    pub fn close(&self) {
+        match &self.link {
+            Link::WebTransport(link) => link.close(),
+            Link::WebSocket(link) => link.close(),
+        }
+    }
+}
+
+/// A joined room: its channel, and the members that were there when it was joined.
+#[derive(Debug)]
+pub struct Room {
+    channel: Channel,
+    name: String,
+    members: Vec<Member>,
+}
+
+impl Room {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The other members at the time of joining.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn channel(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+
+    /// Sends a signal to a peer of the room (no acknowledgement asked).
+    pub async fn signal(&self, to: PeerId, signal: Signal) -> Result<(), ClientError> {
+        self.channel
+            .send(&ClientMessage::Signal {
+                id: None,
+                to,
+                signal,
+            })
+            .await
+    }
+
+    /// Sends a payload to every other member.
+    pub async fn broadcast(&self, data: impl Into<String>) -> Result<(), ClientError> {
+        self.channel
+            .send(&ClientMessage::Broadcast {
+                id: None,
+                data: data.into(),
+            })
+            .await
+    }
+
+    /// Sends any message on the room's channel.
+    pub async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        self.channel.send(msg).await
+    }
+
+    /// The next event of the room.
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        self.channel.recv().await
+    }
+
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<ServerMessage, ClientError> {
+        self.channel.recv_timeout(timeout).await
+    }
+
+    /// Leaves the room and waits for the server's `left`.
+    pub async fn leave(mut self) -> Result<(), ClientError> {
+        self.channel
+            .send(&ClientMessage::Leave { id: Some(u32::MAX) })
+            .await?;
+        loop {
+            match self.channel.recv().await {
+                Some(ServerMessage::Left { .. }) => return Ok(()),
+                Some(ServerMessage::Error { code, message, .. }) => {
+                    return Err(ClientError::Server { code, message });
+                }
+                Some(_) => continue,
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+}
+
+/// Decodes a server message received on a channel, logging what cannot be decoded.
+fn decode_server(encoding: Encoding, bytes: &[u8]) -> Option<ServerMessage> {
+    match codec::decode(encoding, bytes) {
+        Ok(msg) => Some(msg),
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable frame from the server");
+            None
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The client over WebTransport: one bidirectional stream per channel.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::mpsc;
+use wtransport::endpoint::endpoint_side;
+use wtransport::error::ConnectingError;
+use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
+
+use super::{Channel, ClientError, Framing, INBOX, decode_server};
+use crate::codec::{Encoding, HARD_MAX_FRAME};
+use crate::frame::read_frame;
+
+pub(super) struct Link {
+    // Kept so the endpoint's UDP socket lives as long as the connection.
+    _endpoint: Endpoint<endpoint_side::Client>,
+    conn: Connection,
+    encoding: Encoding,
+    next_channel: AtomicU32,
+}
+
+impl Link {
+    pub(super) async fn connect(
+        url: &url::Url,
+        tls: rustls::ClientConfig,
+        encoding: Encoding,
+        bind_ip: Option<IpAddr>,
+    ) -> Result<(Self, Channel), ClientError> {
+        let builder = ClientConfig::builder();
+        let builder = match bind_ip {
+            Some(ip) => builder.with_bind_address(SocketAddr::new(ip, 0)),
+            None => builder.with_bind_default(),
+        };
+        let config = builder
+            .with_custom_tls(tls)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
+            .build();
+        let endpoint = Endpoint::client(config)
+            .map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
+        let conn = endpoint.connect(url.as_str()).await.map_err(|e| match e {
+            ConnectingError::SessionRejected => ClientError::Rejected {
+                status: None,
+                code: None,
+                message: "the server refused the WebTransport session".into(),
+            },
+            other => ClientError::Connect(other.to_string()),
+        })?;
+        let link = Self {
+            _endpoint: endpoint,
+            conn,
+            encoding,
+            next_channel: AtomicU32::new(0),
+        };
+        let control = link.open_channel().await?;
+        Ok((link, control))
+    }
+
+    pub(super) async fn open_channel(&self) -> Result<Channel, ClientError> {
+        let opening = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (send, recv) = opening
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (out_tx, out_rx) = mpsc::channel(INBOX);
+        let (in_tx, in_rx) = mpsc::channel(INBOX);
+        tokio::spawn(write_stream(send, out_rx));
+        tokio::spawn(read_stream(recv, in_tx, self.encoding));
+        Ok(Channel {
+            id: self.next_channel.fetch_add(1, Ordering::Relaxed),
+            encoding: self.encoding,
+            framing: Framing::Stream,
+            out: out_tx,
+            inbox: in_rx,
+        })
+    }
+
+    pub(super) fn close(&self) {
+        self.conn.close(0u32.into(), b"client closed");
+    }
+}
+
+async fn write_stream(mut send: SendStream, mut out: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = out.recv().await {
+        if send.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}
+
+async fn read_stream(
+    mut recv: RecvStream,
+    inbox: mpsc::Sender<ServerMessageAlias>,
+    encoding: Encoding,
+) {
+    let mut buf = Vec::new();
+    while let Ok(true) = read_frame(&mut recv, &mut buf, HARD_MAX_FRAME).await {
+        let Some(msg) = decode_server(encoding, &buf) else {
+            continue;
+        };
+        if inbox.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+type ServerMessageAlias = crate::message::ServerMessage;

@@ -1,0 +1,277 @@
+//! The messages: what a client may send and what the server sends back.
+//!
+//! Both transports carry exactly these types. In JSON each message is an object
+//! with a `type` field (`{"type":"join","id":1,"room":"lobby"}`); in bincode it
+//! is the enum as bincode encodes it. `PROTOCOL.md` shows every message in both.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::PeerId;
+
+/// A client-chosen number that the server's answer to a request carries back.
+/// Requests sent without one get no acknowledgement, only errors.
+pub type RequestId = u32;
+
+/// A bearer token (a JWT). Its `Debug` form hides it so that it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Opens the session on the control channel: the newest protocol version the
+    /// client speaks, and its token unless the connect URL carried one.
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        version: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Token>,
+    },
+    /// Joins a room; the first message on a new channel.
+    Join {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Leaves the room of the channel it is sent on.
+    Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    /// Sends an offer, answer, ICE candidate or custom payload to one peer of the
+    /// channel's room.
+    Signal {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        to: PeerId,
+        signal: Signal,
+    },
+    /// Sends an application payload to every other peer of the channel's room.
+    Broadcast {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        data: String,
+    },
+    /// Asks for a `pong` on the same channel; also keeps an idle session alive.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        nonce: u32,
+    },
+}
+
+impl ClientMessage {
+    /// The request id, if the client gave one.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            ClientMessage::Hello { id, .. }
+            | ClientMessage::Join { id, .. }
+            | ClientMessage::Leave { id }
+            | ClientMessage::Signal { id, .. }
+            | ClientMessage::Broadcast { id, .. }
+            | ClientMessage::Ping { id, .. } => *id,
+        }
+    }
+
+    /// The message's `type` name, as in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello { .. } => "hello",
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave { .. } => "leave",
+            ClientMessage::Signal { .. } => "signal",
+            ClientMessage::Broadcast { .. } => "broadcast",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// The WebRTC signaling payloads a peer relays to another.
+///
+/// The JSON field names of `candidate` are those of the browser's
+/// `RTCIceCandidateInit`, so the object can be passed to `addIceCandidate` as is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    /// An ICE candidate; an empty `candidate` means end of candidates.
+    Candidate {
+        candidate: String,
+        #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        #[serde(
+            rename = "sdpMLineIndex",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        sdp_m_line_index: Option<u16>,
+        #[serde(
+            rename = "usernameFragment",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        username_fragment: Option<String>,
+    },
+    /// Anything else two peers agree on (renegotiation hints, mute state, ...).
+    Custom {
+        data: String,
+    },
+}
+
+/// A member of a room as the other members see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Member {
+    pub peer_id: PeerId,
+    /// The `sub` claim of the member's token.
+    pub user_id: String,
+}
+
+/// The limits that apply to a session, announced in `welcome` so that a
+/// well-behaved client can stay within them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct SessionLimits {
+    pub max_frame_bytes: u32,
+    pub messages_per_sec: u32,
+    pub message_burst: u32,
+    pub bytes_per_sec: u32,
+    pub byte_burst: u32,
+    pub max_rooms: u32,
+    pub max_room_members: u32,
+    /// The session is closed when nothing arrives for this long; send `ping`s.
+    pub idle_timeout_ms: u32,
+}
+
+/// What the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The session is authenticated and open.
+    Welcome {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The protocol version both sides use from now on.
+        version: u16,
+        session_id: String,
+        peer_id: PeerId,
+        user_id: String,
+        limits: SessionLimits,
+    },
+    /// The room was joined; `members` are the other peers already in it.
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        members: Vec<Member>,
+    },
+    /// The room was left; nothing more comes on its channel.
+    Left {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+    },
+    /// Another peer joined the channel's room.
+    PeerJoined { peer: Member },
+    /// Another peer left the channel's room (or its session ended).
+    PeerLeft { peer_id: PeerId },
+    /// A signal from another peer of the channel's room.
+    Signal { from: PeerId, signal: Signal },
+    /// A broadcast from another peer of the channel's room.
+    Broadcast { from: PeerId, data: String },
+    /// The request with this id was accepted and relayed.
+    Ack { id: RequestId },
+    /// The answer to a `ping`.
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        nonce: u32,
+    },
+    /// A request failed or a limit was hit; the session stays open.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The server is closing the session, and why. Always the last message.
+    Goodbye { code: ErrorCode, message: String },
+}
+
+impl ServerMessage {
+    /// The message's `type` name, as in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::PeerJoined { .. } => "peer_joined",
+            ServerMessage::PeerLeft { .. } => "peer_left",
+            ServerMessage::Signal { .. } => "signal",
+            ServerMessage::Broadcast { .. } => "broadcast",
+            ServerMessage::Ack { .. } => "ack",
+            ServerMessage::Pong { .. } => "pong",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Goodbye { .. } => "goodbye",
+        }
+    }
+
+    /// A rough size in bytes, used to bound what waits in a session's outbound
+    /// queue without encoding it first.
+    pub fn approx_size(&self) -> usize {
+        const OVERHEAD: usize = 48;
+        OVERHEAD
+            + match self {
+                ServerMessage::Signal { signal, .. } => signal.approx_size(),
+                ServerMessage::Broadcast { data, .. } => data.len(),
+                ServerMessage::Joined { members, .. } => {
+                    members.iter().map(|m| m.user_id.len() + 24).sum()
+                }
+                ServerMessage::PeerJoined { peer } => peer.user_id.len(),
+                ServerMessage::Error { message, .. } | ServerMessage::Goodbye { message, .. } => {
+                    message.len()
+                }
+                ServerMessage::Welcome {
+                    user_id,
+                    session_id,
+                    ..
+                } => user_id.len() + session_id.len() + 64,
+                _ => 0,
+            }
+    }
+}
+
+impl Signal {
+    fn approx_size(&self) -> usize {
+        match self {
+            Signal::Offer { sdp } | Signal::Answer { sdp } => sdp.len(),
+            Signal::Candidate {
+                candidate,
+                sdp_mid,
+                username_fragment,
+                ..
+            } => {
+                candidate.len()
+                    + sdp_mid.as_ref().map_or(0, String::len)
+                    + username_fragment.as_ref().map_or(0, String::len)
+            }
+            Signal::Custom { data } => data.len(),
+        }
+    }
+}

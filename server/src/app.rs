@@ -1,0 +1,182 @@
+//! Wiring: builds the hub, the certificates and both listeners from a
+//! [`Config`], runs them, and shuts them down gracefully.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wtransport::config::Ipv6DualStackConfig;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::session::Hub;
+use crate::session::auth::{Authenticator, dev_secret_path};
+use crate::tls::{CertStore, hex};
+use crate::transport;
+
+/// How often housekeeping runs: forgetting quiet addresses, rotating certificates.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// Where a started server listens; printed as one JSON line on stdout.
+#[derive(Clone, Debug, Serialize)]
+pub struct Listening {
+    pub webtransport: SocketAddr,
+    pub https: SocketAddr,
+    /// Hex SHA-256 of the published certificates, the served one first.
+    pub cert_hashes: Vec<String>,
+}
+
+/// A started server.
+pub struct Running {
+    pub listening: Listening,
+    pub hub: Arc<Hub>,
+    shutdown: watch::Sender<bool>,
+    grace: Duration,
+}
+
+/// Starts both listeners.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let certs = CertStore::load(&config).context("loading certificates")?;
+    let dev_secret = config.jwt_secret.is_none()
+        && config.jwt_secret_file.is_none()
+        && config.jwt_public_key.is_none();
+    let auth = Authenticator::from_config(&config).context("setting up JWT verification")?;
+    if dev_secret {
+        tracing::warn!(
+            secret_file = %dev_secret_path(&config.cert_dir).display(),
+            "no JWT key configured: tokens are verified with a development secret; \
+             mint one with `server token --sub <user>`, and configure jwt_secret or jwt_public_key in production"
+        );
+    }
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let hub = Hub::new(&config, auth, shutdown_rx.clone());
+
+    let wt_config = wtransport::ServerConfig::builder();
+    let wt_config = match SocketAddr::new(config.bind, config.webtransport_port) {
+        SocketAddr::V6(v6) => wt_config.with_bind_address_v6(v6, Ipv6DualStackConfig::Allow),
+        v4 => wt_config.with_bind_address(v4),
+    };
+    let wt_config = wt_config
+        .with_custom_tls(certs.quic_config()?)
+        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .max_idle_timeout(Some(Duration::from_secs(30)))
+        .context("QUIC idle timeout")?
+        .build();
+    let endpoint = wtransport::Endpoint::server(wt_config)
+        .with_context(|| format!("binding UDP {}:{}", config.bind, config.webtransport_port))?;
+    let wt_addr = endpoint.local_addr()?;
+
+    let listener = TcpListener::bind(SocketAddr::new(config.bind, config.https_port))
+        .await
+        .with_context(|| format!("binding TCP {}:{}", config.bind, config.https_port))?;
+    let https_addr = listener.local_addr()?;
+
+    let router = http::router(AppState {
+        hub: hub.clone(),
+        certs: certs.clone(),
+        webtransport_port: wt_addr.port(),
+    });
+    tokio::spawn(transport::webtransport::serve(
+        endpoint,
+        hub.clone(),
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(http::serve(
+        listener,
+        Arc::new(certs.tcp_config()?),
+        router,
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(housekeeping(hub.clone(), certs.clone(), shutdown_rx));
+
+    let listening = Listening {
+        webtransport: display_addr(wt_addr),
+        https: display_addr(https_addr),
+        cert_hashes: certs.hashes().iter().map(|h| hex(h)).collect(),
+    };
+    tracing::info!(
+        webtransport = %listening.webtransport,
+        https = %listening.https,
+        "listening: WebTransport on udp/{}, HTTPS and WSS (/ws) on tcp/{}; demo page at https://localhost:{}/",
+        wt_addr.port(), https_addr.port(), https_addr.port()
+    );
+    Ok(Running {
+        listening,
+        hub,
+        shutdown,
+        grace: config.shutdown_grace(),
+    })
+}
+
+/// An unspecified bind address shown as the loopback one a local client can use.
+fn display_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::V6(SocketAddrV6::new(
+            std::net::Ipv6Addr::LOCALHOST,
+            addr.port(),
+            0,
+            0,
+        )),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+async fn housekeeping(hub: Arc<Hub>, certs: Arc<CertStore>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = crate::shutdown::signalled(&mut shutdown) => return,
+        }
+        hub.admission.sweep(Instant::now());
+        if let Err(e) = certs.rotate(time::OffsetDateTime::now_utc()) {
+            tracing::error!(error = %e, "certificate rotation failed; will retry");
+        }
+    }
+}
+
+impl Running {
+    /// Stops accepting, tells every session `shutting_down`, and waits for them
+    /// to close (at most the configured grace period).
+    pub async fn shutdown(self) {
+        tracing::info!(sessions = self.hub.admission.open(), "shutting down");
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + self.grace;
+        while self.hub.admission.open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.hub.admission.open();
+        if left > 0 {
+            tracing::warn!(sessions = left, "grace period over; closing the rest");
+        } else {
+            tracing::info!("all sessions closed");
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    println!("{}", serde_json::to_string(&running.listening)?);
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The server's configuration: one typed struct, loaded once.
+//!
+//! Values come from, in increasing precedence: the embedded defaults, a TOML
+//! file (`--config`), environment variables (`SIGNAL_*`) and command-line flags.
+//! Every option is declared once, in the table below, which generates the typed
+//! [`Config`] and the flags of [`Settings`] so the two can never drift apart.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string: shown as `<redacted>` in `Debug` output so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// The JWT algorithms the server verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[serde(rename = "HS256")]
+    #[value(name = "HS256")]
+    Hs256,
+    #[serde(rename = "RS256")]
+    #[value(name = "RS256")]
+    Rs256,
+    #[serde(rename = "ES256")]
+    #[value(name = "ES256")]
+    Es256,
+    #[serde(rename = "EdDSA")]
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+macro_rules! options {
+    (
+        required { $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr, $env:literal; )* }
+        optional { $( $(#[doc = $odoc:literal])* $ofield:ident : $oty:ty, $oenv:literal; )* }
+    ) => {
+        /// The whole configuration, with every default filled in.
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+            $( $(#[doc = $odoc])* pub $ofield: Option<$oty>, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $field: $default, )* $( $ofield: None, )* }
+            }
+        }
+
+        /// The options as flags and environment variables; unset ones fall back
+        /// to the file, then to the defaults.
+        #[derive(Clone, Debug, Default, Serialize, clap::Args)]
+        pub struct Settings {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env, global = true)]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+            $(
+                $(#[doc = $odoc])*
+                #[arg(long, env = $oenv, global = true)]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $ofield: Option<$oty>,
+            )*
+        }
+    };
+}
+
+options! {
+    required {
+        /// Address both listeners bind to ("::" is dual-stack IPv6 and IPv4).
+        bind: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED), "SIGNAL_BIND";
+        /// UDP port of the WebTransport (HTTP/3) listener; 0 picks a free one.
+        webtransport_port: u16 = 4433, "SIGNAL_WEBTRANSPORT_PORT";
+        /// TCP port of the HTTPS listener (API, WSS at /ws, demo page); 0 picks a free one.
+        https_port: u16 = 8443, "SIGNAL_HTTPS_PORT";
+        /// Where development certificates (and the development JWT secret) are kept.
+        cert_dir: PathBuf = PathBuf::from("certs"), "SIGNAL_CERT_DIR";
+        /// Clock skew tolerated on exp and nbf, in seconds.
+        jwt_leeway_secs: u64 = 30, "SIGNAL_JWT_LEEWAY_SECS";
+        /// A session must say hello (with a token) within this many milliseconds.
+        auth_timeout_ms: u64 = 10_000, "SIGNAL_AUTH_TIMEOUT_MS";
+        /// A session that sends nothing for this many milliseconds is closed.
+        idle_timeout_ms: u64 = 60_000, "SIGNAL_IDLE_TIMEOUT_MS";
+        /// Largest message a client may send, in bytes.
+        max_frame_bytes: u32 = 65_536, "SIGNAL_MAX_FRAME_BYTES";
+        /// Sustained messages per second per session.
+        messages_per_sec: u32 = 50, "SIGNAL_MESSAGES_PER_SEC";
+        /// Messages a session may send in a burst above the sustained rate.
+        message_burst: u32 = 200, "SIGNAL_MESSAGE_BURST";
+        /// Sustained bytes per second per session.
+        bytes_per_sec: u32 = 262_144, "SIGNAL_BYTES_PER_SEC";
+        /// Bytes a session may send in a burst (at least max_frame_bytes).
+        byte_burst: u32 = 1_048_576, "SIGNAL_BYTE_BURST";
+        /// Concurrent connections the whole server holds.
+        max_connections: u32 = 100_000, "SIGNAL_MAX_CONNECTIONS";
+        /// Concurrent connections per client IP (IPv6: per /64).
+        max_connections_per_ip: u32 = 64, "SIGNAL_MAX_CONNECTIONS_PER_IP";
+        /// New connections per second per client IP, sustained.
+        connections_per_ip_per_sec: u32 = 10, "SIGNAL_CONNECTIONS_PER_IP_PER_SEC";
+        /// New connections per client IP in a burst.
+        connection_burst_per_ip: u32 = 40, "SIGNAL_CONNECTION_BURST_PER_IP";
+        /// Members a room may hold.
+        max_room_members: u32 = 64, "SIGNAL_MAX_ROOM_MEMBERS";
+        /// Rooms one session may be in at once.
+        max_rooms_per_session: u32 = 16, "SIGNAL_MAX_ROOMS_PER_SESSION";
+        /// Messages that may wait for a slow reader, per channel, before it is cut off.
+        outbound_queue_messages: u32 = 256, "SIGNAL_OUTBOUND_QUEUE_MESSAGES";
+        /// Bytes that may wait for a slow reader, per session, before it is cut off.
+        outbound_queue_bytes: u32 = 1_048_576, "SIGNAL_OUTBOUND_QUEUE_BYTES";
+        /// On shutdown, how long sessions get to close before the server exits (ms).
+        shutdown_grace_ms: u64 = 5_000, "SIGNAL_SHUTDOWN_GRACE_MS";
+        /// Log format on stderr (text or json); the level comes from RUST_LOG.
+        log_format: LogFormat = LogFormat::Text, "SIGNAL_LOG_FORMAT";
+    }
+    optional {
+        /// PEM certificate chain for both listeners (with tls_key); self-signed when unset.
+        tls_cert: PathBuf, "SIGNAL_TLS_CERT";
+        /// PEM private key matching tls_cert.
+        tls_key: PathBuf, "SIGNAL_TLS_KEY";
+        /// HS256 shared secret for JWTs.
+        jwt_secret: Secret, "SIGNAL_JWT_SECRET";
+        /// File holding the HS256 shared secret.
+        jwt_secret_file: PathBuf, "SIGNAL_JWT_SECRET_FILE";
+        /// PEM public key for RS256, ES256 or EdDSA tokens (with jwt_algorithm).
+        jwt_public_key: PathBuf, "SIGNAL_JWT_PUBLIC_KEY";
+        /// Algorithm of jwt_public_key: RS256, ES256 or EdDSA.
+        jwt_algorithm: JwtAlgorithm, "SIGNAL_JWT_ALGORITHM";
+        /// Required `iss` claim.
+        jwt_issuer: String, "SIGNAL_JWT_ISSUER";
+        /// Required `aud` claim.
+        jwt_audience: String, "SIGNAL_JWT_AUDIENCE";
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Merge(toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the configuration: `file` (if any) under `settings` (flags and environment).
+    pub fn load(file: Option<&Path>, settings: &Settings) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let overrides =
+            toml::Table::try_from(settings).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        table.extend(overrides);
+        let config: Config = table.try_into().map_err(ConfigError::Merge)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return fail("tls_cert and tls_key go together");
+        }
+        let secrets = [
+            self.jwt_secret.is_some(),
+            self.jwt_secret_file.is_some(),
+            self.jwt_public_key.is_some(),
+        ];
+        if secrets.iter().filter(|s| **s).count() > 1 {
+            return fail("set only one of jwt_secret, jwt_secret_file and jwt_public_key");
+        }
+        match (self.jwt_public_key.is_some(), self.jwt_algorithm) {
+            (true, None | Some(JwtAlgorithm::Hs256)) => {
+                return fail("jwt_public_key needs jwt_algorithm RS256, ES256 or EdDSA");
+            }
+            (false, Some(alg)) if alg != JwtAlgorithm::Hs256 => {
+                return fail("jwt_algorithm RS256, ES256 and EdDSA need jwt_public_key");
+            }
+            _ => {}
+        }
+        if self.max_frame_bytes == 0 || self.max_frame_bytes as usize > proto::codec::HARD_MAX_FRAME
+        {
+            return fail("max_frame_bytes must be between 1 and 1048576");
+        }
+        if self.byte_burst < self.max_frame_bytes {
+            return fail(
+                "byte_burst must be at least max_frame_bytes, or the largest frame could never be sent",
+            );
+        }
+        let positive = [
+            ("messages_per_sec", self.messages_per_sec),
+            ("message_burst", self.message_burst),
+            ("bytes_per_sec", self.bytes_per_sec),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            (
+                "connections_per_ip_per_sec",
+                self.connections_per_ip_per_sec,
+            ),
+            ("connection_burst_per_ip", self.connection_burst_per_ip),
+            ("max_room_members", self.max_room_members),
+            ("max_rooms_per_session", self.max_rooms_per_session),
+            ("outbound_queue_messages", self.outbound_queue_messages),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.auth_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return fail("auth_timeout_ms and idle_timeout_ms must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("signal-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        std::fs::write(&file, "https_port = 9000\nmax_room_members = 8\n").unwrap();
+        let settings = Settings {
+            max_room_members: Some(4),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&file), &settings).unwrap();
+        assert_eq!(config.https_port, 9000);
+        assert_eq!(config.max_room_members, 4);
+        assert_eq!(config.webtransport_port, 4433);
+    }
+
+    #[test]
+    fn a_misspelt_option_in_the_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("signal-config-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.toml");
+        std::fs::write(&file, "max_room_member = 8\n").unwrap();
+        let err = Config::load(Some(&file), &Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("max_room_member"), "{err}");
+    }
+
+    #[test]
+    fn a_public_key_needs_its_algorithm() {
+        let config = Config {
+            jwt_public_key: Some("k.pem".into()),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = Config {
+            jwt_secret: Some(Secret("hunter2".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

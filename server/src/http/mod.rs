@@ -1,0 +1,107 @@
+//! The HTTPS side: health and readiness, the certificate hashes browsers pin,
+//! the WSS endpoint, and the demo page.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | liveness: 200 while the process runs |
+//! | `GET /ready` | readiness: 200 `{"status":"ready"}`, 503 while shutting down |
+//! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
+//! | `GET /ws` | the WebSocket (WSS) transport |
+//! | `GET /` | the web client's page |
+//!
+//! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`.
+
+mod serve;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use serve::serve;
+
+use crate::session::{Hub, Refusal};
+use crate::tls::{CertStore, hex};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub certs: Arc<CertStore>,
+    pub webtransport_port: u16,
+}
+
+pub fn router(state: AppState) -> Router {
+    let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", state.webtransport_port))
+        .expect("a port number makes a valid header");
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/cert-hashes", get(cert_hashes))
+        .route("/ws", get(crate::transport::websocket::upgrade))
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let alt_svc = alt_svc.clone();
+                async move {
+                    response.headers_mut().insert(header::ALT_SVC, alt_svc);
+                    response
+                }
+            },
+        ))
+        .with_state(state)
+}
+
+/// An HTTP refusal carrying the error code: the status that goes with the code
+/// and a JSON body `{"code": ..., "message": ...}`.
+pub fn refusal_response(refusal: &Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        Json(json!({ "code": refusal.code, "message": refusal.message })),
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if *state.hub.shutdown_signal().borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting_down" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "status": "ready", "sessions": state.hub.admission.open() })).into_response()
+    }
+}
+
+async fn cert_hashes(State(state): State<AppState>) -> Response {
+    let hashes: Vec<_> = state
+        .certs
+        .hashes()
+        .iter()
+        .map(|h| json!({ "algorithm": "sha-256", "value": hex(h) }))
+        .collect();
+    let body = Json(json!({
+        "hashes": hashes,
+        "self_signed": state.certs.is_self_signed(),
+        "webtransport_port": state.webtransport_port,
+    }));
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../../web-client/index.html"))
+}

@@ -1,0 +1,20 @@
+//! The signaling server: WebTransport first, WSS fallback, one session layer.
+//!
+//! - [`transport`]: WebTransport and WebSocket, moving frames and nothing else;
+//! - [`session`]: every policy (admission, auth, budgets, limits) in one place;
+//! - [`room`]: membership and relay;
+//! - [`http`]: the HTTPS API and the WSS endpoint;
+//! - [`tls`]: certificates, self-signed and rotated for development;
+//! - [`config`]: the one typed configuration;
+//! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod room;
+pub mod session;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,11 @@
+//! Rooms: who is in which room, and relaying messages between them.
+//!
+//! A room is a set of seats; a seat is a session's place in the room: its peer
+//! id, user id, and where to deliver (the session's outbox and the channel the
+//! room uses on that session). Relaying is pushing into the target seat's
+//! outbox without waiting; a target that cannot take it is cut off as a slow
+//! consumer, so one stuck reader never holds up a room.
+
+mod registry;
+
+pub use registry::{JoinError, Rooms, Seat, UnknownPeer};

@@ -1,0 +1,28 @@
+//! The session layer: every policy the server applies to a client, in one place
+//! that does not know which transport it serves.
+//!
+//! - [`admission`]: the global and per-IP connection caps and the per-IP rate of
+//!   new connections, checked before any session exists;
+//! - [`auth`]: the JWT that opens a session;
+//! - [`budget`]: the per-session message and byte budgets;
+//! - [`outbox`]: the bounded outbound queues, and the session's end;
+//! - [`session`]: the state machine that takes frames in and decides;
+//! - [`hub`]: what all sessions share, and where transports open sessions.
+//!
+//! Transports hand frames in ([`Session::on_stream_frame`],
+//! [`Session::on_envelope_frame`]) and write out what lands in the outbox.
+
+pub mod addr;
+pub mod admission;
+pub mod auth;
+pub mod budget;
+pub mod counters;
+pub mod hub;
+pub mod outbox;
+#[allow(clippy::module_inception)]
+pub mod session;
+
+pub use admission::{Permit, Refusal};
+pub use hub::{Hub, Opening};
+pub use outbox::{Goodbye, Outbox, Outgoing};
+pub use session::Session;

@@ -1,0 +1,170 @@
+//! The WSS fallback: one WebSocket per session, every channel in it.
+//!
+//! Text frames are JSON, binary frames bincode; each carries its channel id in
+//! an envelope (see `proto::codec`). Admission and a token in the URL are
+//! checked before the upgrade, so a refused client gets an HTTP status and a
+//! JSON body with the error code, and costs no session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use proto::codec::{self, HARD_MAX_FRAME};
+use proto::{Encoding, ErrorCode};
+use serde::Deserialize;
+use tracing::Instrument;
+
+use super::FLUSH_TIMEOUT;
+use crate::http::{AppState, refusal_response};
+use crate::session::auth::Claims;
+use crate::session::{Goodbye, Hub, Opening, Outbox, Outgoing, Permit, Session};
+
+#[derive(Deserialize)]
+pub struct ConnectQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`: checks admission and the URL token, then upgrades.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<ConnectQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let hub = app.hub.clone();
+    let permit = match hub.admit(remote) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    let claims = match query
+        .token
+        .as_deref()
+        .map(|t| hub.check_token(t))
+        .transpose()
+    {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    ws.max_message_size(HARD_MAX_FRAME)
+        .max_frame_size(HARD_MAX_FRAME)
+        .on_upgrade(move |socket| run(socket, hub, permit, claims, remote))
+}
+
+async fn run(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    permit: Permit,
+    claims: Option<Claims>,
+    remote: SocketAddr,
+) {
+    let (outbox, queue) = Outbox::shared(hub.settings.queue_len, hub.settings.queue_bytes);
+    let session = hub.open_session(Opening {
+        permit,
+        remote,
+        claims,
+        outbox: outbox.clone(),
+        encoding: None,
+        transport: "websocket",
+    });
+    let span = session.span().clone();
+    let (sink, stream) = socket.split();
+    async {
+        tokio::select! {
+            () = write(sink, queue, &session) => {}
+            () = read(stream, &session) => {}
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn read(mut stream: futures_util::stream::SplitStream<WebSocket>, session: &Session) {
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Text(text) => session.on_envelope_frame(Encoding::Json, text.as_bytes()),
+            Message::Binary(bin) => session.on_envelope_frame(Encoding::Bincode, &bin),
+            Message::Close(_) => break,
+            // Pings are answered by the WebSocket layer itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn write(
+    mut sink: Sink,
+    mut queue: tokio::sync::mpsc::Receiver<Outgoing>,
+    session: &Session,
+) {
+    let outbox = session.outbox();
+    let goodbye = loop {
+        tokio::select! {
+            out = queue.recv() => {
+                let Some(out) = out else { return };
+                if send(&mut sink, outbox, &out).await.is_err() {
+                    return;
+                }
+            }
+            goodbye = session.closed() => break goodbye,
+        }
+    };
+    let _ = tokio::time::timeout(
+        FLUSH_TIMEOUT,
+        farewell(&mut sink, &mut queue, outbox, goodbye),
+    )
+    .await;
+}
+
+/// Sends what is still queued, the goodbye, and a close frame.
+async fn farewell(
+    sink: &mut Sink,
+    queue: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+    outbox: &Outbox,
+    goodbye: Goodbye,
+) {
+    while let Ok(out) = queue.try_recv() {
+        if send(sink, outbox, &out).await.is_err() {
+            return;
+        }
+    }
+    let bytes = codec::encode_enveloped(
+        outbox.encoding(),
+        proto::CONTROL_CHANNEL,
+        &goodbye.to_message(),
+    );
+    if sink.send(frame(outbox.encoding(), bytes)).await.is_err() {
+        return;
+    }
+    let code = match goodbye.code {
+        ErrorCode::ShuttingDown => 1001,
+        ErrorCode::Internal => 1011,
+        _ => 1008,
+    };
+    let close = CloseFrame {
+        code,
+        reason: goodbye.code.as_str().into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
+}
+
+async fn send(sink: &mut Sink, outbox: &Outbox, out: &Outgoing) -> Result<(), axum::Error> {
+    let encoding = outbox.encoding();
+    let bytes = codec::encode_enveloped(encoding, out.channel, &*out.msg);
+    outbox.written(out);
+    sink.send(frame(encoding, bytes)).await
+}
+
+fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
+    match encoding {
+        Encoding::Json => match String::from_utf8(bytes) {
+            Ok(text) => Message::Text(text.into()),
+            Err(e) => Message::Binary(e.into_bytes().into()),
+        },
+        Encoding::Bincode => Message::Binary(bytes.into()),
+    }
+}

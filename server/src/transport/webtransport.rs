@@ -1,0 +1,273 @@
+//! WebTransport (HTTP/3 over QUIC): one session per WebTransport session, one
+//! bidirectional stream per channel.
+//!
+//! The first stream the client opens is the control channel; every later one
+//! is a room's, opened by the client with `join` as its first frame. Each
+//! stream has its own reader and writer task, so a stalled room never holds up
+//! another. The connect URL states the encoding (`?encoding=json|bincode`,
+//! JSON by default) and may carry the token (`?token=`). wtransport can refuse
+//! a session only with 403, 404 or 429: a bad URL token gets 403, a refused
+//! admission 429, an unknown path or encoding 404.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::frame::{FrameError, read_frame};
+use proto::{CONTROL_CHANNEL, ChannelId, Encoding};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use wtransport::endpoint::{IncomingSession, endpoint_side};
+use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+
+use super::FLUSH_TIMEOUT;
+use crate::session::{Goodbye, Hub, Opening, Outbox, Outgoing, Session};
+
+/// How long a client gets for the QUIC handshake and the CONNECT request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts WebTransport sessions until shutdown.
+pub async fn serve(
+    endpoint: Endpoint<endpoint_side::Server>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                tokio::spawn(handle(incoming, hub.clone()));
+            }
+            () = crate::shutdown::signalled(&mut shutdown) => break,
+        }
+    }
+}
+
+async fn handle(incoming: IncomingSession, hub: Arc<Hub>) {
+    let remote = incoming.remote_address();
+    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "WebTransport handshake failed"),
+        Err(_) => return tracing::debug!("WebTransport handshake timed out"),
+    };
+    let Some(connect) = ConnectRequest::parse(request.path()) else {
+        return request.not_found().await;
+    };
+    let permit = match hub.admit(remote) {
+        Ok(permit) => permit,
+        Err(_) => return request.too_many_requests().await,
+    };
+    let claims = match connect
+        .token
+        .as_deref()
+        .map(|t| hub.check_token(t))
+        .transpose()
+    {
+        Ok(claims) => claims,
+        Err(_) => return request.forbidden().await,
+    };
+    let conn = match request.accept().await {
+        Ok(conn) => conn,
+        Err(e) => return tracing::debug!(error = %e, "WebTransport session not established"),
+    };
+    let outbox = Outbox::per_channel(hub.settings.queue_bytes);
+    let session = hub.open_session(Opening {
+        permit,
+        remote,
+        claims,
+        outbox,
+        encoding: Some(connect.encoding),
+        transport: "webtransport",
+    });
+    let span = session.span().clone();
+    drive(conn, session, hub, connect.encoding)
+        .instrument(span)
+        .await;
+}
+
+/// What the CONNECT request's path says.
+struct ConnectRequest {
+    encoding: Encoding,
+    token: Option<String>,
+}
+
+impl ConnectRequest {
+    fn parse(path: &str) -> Option<Self> {
+        let url = url::Url::parse("https://server").ok()?.join(path).ok()?;
+        if !matches!(url.path(), "/" | "/signal") {
+            return None;
+        }
+        let mut connect = ConnectRequest {
+            encoding: Encoding::Json,
+            token: None,
+        };
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "encoding" => connect.encoding = Encoding::from_query(&value)?,
+                "token" => connect.token = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Some(connect)
+    }
+}
+
+/// Runs one session: accepts its streams, and closes it when it ends.
+async fn drive(conn: Connection, session: Arc<Session>, hub: Arc<Hub>, encoding: Encoding) {
+    let mut readers = JoinSet::new();
+    let mut writers = JoinSet::new();
+    let mut control_writer = None;
+    let mut next_channel: ChannelId = CONTROL_CHANNEL;
+    let goodbye = loop {
+        tokio::select! {
+            stream = conn.accept_bi() => {
+                let Ok((send, recv)) = stream else { break None };
+                let channel = next_channel;
+                next_channel += 1;
+                let queue = session.outbox().add_channel(channel, hub.settings.queue_len);
+                if channel == CONTROL_CHANNEL {
+                    control_writer = Some(tokio::spawn(write_control(send, queue, session.clone()).in_current_span()));
+                } else {
+                    writers.spawn(write_room(send, queue, session.outbox().clone()).in_current_span());
+                }
+                readers.spawn(read_channel(recv, channel, session.clone(), encoding).in_current_span());
+            }
+            goodbye = session.closed() => break Some(goodbye),
+            Some(Ok(channel)) = readers.join_next() => {
+                if channel == CONTROL_CHANNEL {
+                    // The client closed its control stream: it is leaving.
+                    break None;
+                }
+            }
+        }
+    };
+    match (goodbye, control_writer) {
+        (Some(goodbye), Some(writer)) => {
+            // The control writer sends what is queued and the goodbye, then finishes.
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
+            conn.close(
+                VarInt::from_u32(u32::from(goodbye.code.number())),
+                goodbye.code.as_str().as_bytes(),
+            );
+        }
+        (Some(goodbye), None) => {
+            conn.close(
+                VarInt::from_u32(u32::from(goodbye.code.number())),
+                goodbye.code.as_str().as_bytes(),
+            );
+        }
+        (None, writer) => {
+            if let Some(writer) = writer {
+                writer.abort();
+            }
+            conn.close(VarInt::from_u32(0), b"");
+        }
+    }
+    readers.abort_all();
+    writers.abort_all();
+}
+
+/// Reads a channel's frames into the session; returns the channel when its stream ends.
+async fn read_channel(
+    mut recv: RecvStream,
+    channel: ChannelId,
+    session: Arc<Session>,
+    encoding: Encoding,
+) -> ChannelId {
+    let mut buf = Vec::new();
+    let max = session.max_frame();
+    loop {
+        match read_frame(&mut recv, &mut buf, max).await {
+            Ok(true) => session.on_stream_frame(channel, encoding, &buf),
+            Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(channel, len),
+            Ok(false) | Err(_) => break,
+        }
+    }
+    session.on_channel_closed(channel);
+    channel
+}
+
+async fn write_room(
+    mut send: SendStream,
+    mut queue: mpsc::Receiver<Outgoing>,
+    outbox: Arc<Outbox>,
+) {
+    let mut buf = Vec::new();
+    while let Some(out) = queue.recv().await {
+        if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
+            return;
+        }
+    }
+    // The room was left: what was queued is sent; end the stream.
+    let _ = send.finish().await;
+}
+
+async fn write_control(
+    mut send: SendStream,
+    mut queue: mpsc::Receiver<Outgoing>,
+    session: Arc<Session>,
+) {
+    let outbox = session.outbox().clone();
+    let mut buf = Vec::new();
+    let goodbye = loop {
+        tokio::select! {
+            out = queue.recv() => {
+                let Some(out) = out else { return };
+                if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
+                    return;
+                }
+            }
+            goodbye = outbox.closed() => break goodbye,
+        }
+    };
+    let _ = tokio::time::timeout(
+        FLUSH_TIMEOUT,
+        farewell(&mut send, &mut queue, &outbox, goodbye, &mut buf),
+    )
+    .await;
+}
+
+async fn farewell(
+    send: &mut SendStream,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    outbox: &Outbox,
+    goodbye: Goodbye,
+    buf: &mut Vec<u8>,
+) {
+    while let Ok(out) = queue.try_recv() {
+        if write_one(send, outbox, &out, buf).await.is_err() {
+            return;
+        }
+    }
+    proto::frame::encode_frame_into(outbox.encoding(), &goodbye.to_message(), buf);
+    if send.write_all(buf).await.is_ok() {
+        // Completes once the client has acknowledged everything.
+        let _ = send.finish().await;
+    }
+}
+
+async fn write_one(
+    send: &mut SendStream,
+    outbox: &Outbox,
+    out: &Outgoing,
+    buf: &mut Vec<u8>,
+) -> Result<(), ()> {
+    proto::frame::encode_frame_into(outbox.encoding(), &*out.msg, buf);
+    outbox.written(out);
+    send.write_all(buf).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_path_gives_encoding_and_token() {
+        let c = ConnectRequest::parse("/?encoding=bincode&token=abc").unwrap();
+        assert_eq!(c.encoding, Encoding::Bincode);
+        assert_eq!(c.token.as_deref(), Some("abc"));
+        let c = ConnectRequest::parse("/signal").unwrap();
+        assert_eq!(c.encoding, Encoding::Json);
+        assert!(ConnectRequest::parse("/other").is_none());
+        assert!(ConnectRequest::parse("/?encoding=xml").is_none());
+    }
+}
