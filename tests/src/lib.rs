@@ -1,1 +1,295 @@
+//! The harness of the end-to-end tests: starts the real server binary on
+//! ephemeral loopback ports with its own certificate directory and JWT secret,
+//! and gives tests clients, tokens and a small HTTPS client.
+//!
+//! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
+use std::io::{BufRead, BufReader, Read as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Encoding;
+use proto::client::{Client, ClientError, ConnectOptions, Trust};
+use server::session::auth::{TokenClaims, mint_hs256, now_secs};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Which transport a test client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    WebTransport,
+    WebSocket,
+}
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    dir: PathBuf,
+    secret: String,
+    pub webtransport: std::net::SocketAddr,
+    pub https: std::net::SocketAddr,
+    pub hashes: Vec<[u8; 32]>,
+}
+
+impl Server {
+    /// Starts the server with test defaults and these extra flags.
+    pub fn start(bin: &str, flags: &[(&str, &str)]) -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "signal-e2e-{}-{:016x}",
+            std::process::id(),
+            rand_u64()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = format!("test-secret-{:016x}", rand_u64());
+        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--webtransport-port",
+            "0",
+            "--https-port",
+            "0",
+        ])
+        .arg("--cert-dir")
+        .arg(dir.join("certs"))
+        .args(["--jwt-secret", &secret, "--log-format", "json"])
+        // Loopback tests open many connections from one address.
+        .args([
+            "--connections-per-ip-per-sec",
+            "1000",
+            "--connection-burst-per-ip",
+            "1000",
+        ]);
+        for (flag, value) in flags {
+            cmd.arg(format!("--{flag}")).arg(value);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info,server=debug")
+            .env_remove("SIGNAL_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let listening: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "server did not start ({e}); log: {}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            )
+        });
+        let addr = |key: &str| {
+            listening[key]
+                .as_str()
+                .expect("address")
+                .parse()
+                .expect("socket address")
+        };
+        let hashes = listening["cert_hashes"]
+            .as_array()
+            .expect("hashes")
+            .iter()
+            .map(|h| parse_hex(h.as_str().expect("hex")))
+            .collect();
+        Server {
+            webtransport: addr("webtransport"),
+            https: addr("https"),
+            hashes,
+            child,
+            dir,
+            secret,
+        }
+    }
+
+    /// A token for `user`, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        self.token_with(TokenClaims {
+            sub: user.into(),
+            exp: now_secs() + 3600,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: None,
+            rooms: None,
+        })
+    }
+
+    /// A token with these claims, signed with the server's secret.
+    pub fn token_with(&self, claims: TokenClaims) -> String {
+        mint_hs256(self.secret.as_bytes(), &claims)
+    }
+
+    pub fn url(&self, via: Via) -> String {
+        match via {
+            Via::WebTransport => format!("https://{}/", self.webtransport),
+            Via::WebSocket => format!("wss://{}/ws", self.https),
+        }
+    }
+
+    /// Connect options for `via`, trusting the server's certificate by hash.
+    pub fn options(&self, via: Via, token: &str) -> ConnectOptions {
+        ConnectOptions::new(self.url(via), Trust::CertificateHashes(self.hashes.clone()))
+            .token(token)
+            .encoding(Encoding::Bincode)
+            .timeout(Duration::from_secs(10))
+    }
+
+    /// Connects `user` over `via`.
+    pub async fn connect(&self, via: Via, user: &str) -> Client {
+        Client::connect(self.options(via, &self.token(user)))
+            .await
+            .unwrap_or_else(|e| panic!("{user} could not connect over {via:?}: {e}"))
+    }
+
+    /// Connects with these options, expecting a failure.
+    pub async fn connect_err(&self, opts: ConnectOptions) -> ClientError {
+        match Client::connect(opts).await {
+            Ok(_) => panic!("the connection was expected to fail"),
+            Err(e) => e,
+        }
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The server's log so far (JSON lines).
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join("server.log")) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// A GET over HTTPS; returns status, headers (lowercased names) and body.
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// Sends a raw HTTP/1.1 request over TLS and reads the whole response.
+    pub async fn request(&self, raw: &str) -> Response {
+        let verifier = wtransport::tls::client::ServerHashVerification::new(
+            self.hashes
+                .iter()
+                .map(|h| wtransport::tls::Sha256Digest::new(*h)),
+        );
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.https)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS");
+        tls.write_all(raw.as_bytes()).await.expect("write");
+        let mut bytes = Vec::new();
+        let _ = tls.read_to_end(&mut bytes).await;
+        Response::parse(&bytes)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTP response, parsed just enough for tests.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(bytes: &[u8]) -> Response {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Response {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn parse_hex(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex digit");
+    }
+    out
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
