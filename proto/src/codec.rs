@@ -64,9 +64,7 @@ pub fn encode_into<M: Serialize + Encode>(encoding: Encoding, msg: &M, buf: &mut
     match encoding {
         // Neither can fail: every message type serializes to both, and writing
         // into a Vec does not fail.
-        Encoding::Json => {
-            serde_json::to_writer(&mut *buf, msg).expect("messages serialize to JSON")
-        }
+        Encoding::Json => serde_json::to_writer(&mut *buf, msg).expect("messages serialize to JSON"),
         Encoding::Bincode => {
             bincode::encode_into_std_write(msg, buf, BINCODE).expect("messages encode to bincode");
         }
@@ -81,10 +79,7 @@ pub fn encode<M: Serialize + Encode>(encoding: Encoding, msg: &M) -> Vec<u8> {
 }
 
 /// Decodes one whole message; trailing bytes are an error.
-pub fn decode<M: DeserializeOwned + Decode<()>>(
-    encoding: Encoding,
-    bytes: &[u8],
-) -> Result<M, DecodeError> {
+pub fn decode<M: DeserializeOwned + Decode<()>>(encoding: Encoding, bytes: &[u8]) -> Result<M, DecodeError> {
     match encoding {
         Encoding::Json => Ok(serde_json::from_slice(bytes)?),
         Encoding::Bincode => {
@@ -125,21 +120,17 @@ pub fn encode_enveloped_into<M: Serialize + Encode>(
     buf: &mut Vec<u8>,
 ) {
     match encoding {
-        Encoding::Json => serde_json::to_writer(&mut *buf, &EnvelopeOut { ch: channel, msg })
-            .expect("messages serialize to JSON"),
+        Encoding::Json => {
+            serde_json::to_writer(&mut *buf, &EnvelopeOut { ch: channel, msg }).expect("messages serialize to JSON")
+        }
         Encoding::Bincode => {
-            bincode::encode_into_std_write((channel, msg), buf, BINCODE)
-                .expect("messages encode to bincode");
+            bincode::encode_into_std_write((channel, msg), buf, BINCODE).expect("messages encode to bincode");
         }
     }
 }
 
 /// Encodes a WebSocket frame: `msg` enveloped with its channel.
-pub fn encode_enveloped<M: Serialize + Encode>(
-    encoding: Encoding,
-    channel: ChannelId,
-    msg: &M,
-) -> Vec<u8> {
+pub fn encode_enveloped<M: Serialize + Encode>(encoding: Encoding, channel: ChannelId, msg: &M) -> Vec<u8> {
     let mut buf = Vec::with_capacity(128);
     encode_enveloped_into(encoding, channel, msg, &mut buf);
     buf
@@ -156,8 +147,7 @@ pub fn decode_enveloped<M: DeserializeOwned + Decode<()>>(
             Ok((env.ch, env.msg))
         }
         Encoding::Bincode => {
-            let ((ch, msg), used): ((ChannelId, M), usize) =
-                bincode::decode_from_slice(bytes, BINCODE)?;
+            let ((ch, msg), used): ((ChannelId, M), usize) = bincode::decode_from_slice(bytes, BINCODE)?;
             match bytes.len() - used {
                 0 => Ok((ch, msg)),
                 left => Err(DecodeError::TrailingBytes(left)),

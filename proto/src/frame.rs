@@ -32,11 +32,7 @@ pub fn write_frame(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Encodes `msg` as one frame into `buf`, replacing its contents.
-pub fn encode_frame_into<M: serde::Serialize + bincode::Encode>(
-    encoding: crate::Encoding,
-    msg: &M,
-    buf: &mut Vec<u8>,
-) {
+pub fn encode_frame_into<M: serde::Serialize + bincode::Encode>(encoding: crate::Encoding, msg: &M, buf: &mut Vec<u8>) {
     buf.clear();
     buf.extend_from_slice(&[0; PREFIX_LEN]);
     crate::codec::encode_into(encoding, msg, buf);
@@ -45,10 +41,7 @@ pub fn encode_frame_into<M: serde::Serialize + bincode::Encode>(
 }
 
 /// Encodes `msg` as one frame in a fresh buffer.
-pub fn encode_frame<M: serde::Serialize + bincode::Encode>(
-    encoding: crate::Encoding,
-    msg: &M,
-) -> Vec<u8> {
+pub fn encode_frame<M: serde::Serialize + bincode::Encode>(encoding: crate::Encoding, msg: &M) -> Vec<u8> {
     let mut buf = Vec::with_capacity(128);
     encode_frame_into(encoding, msg, &mut buf);
     buf
@@ -135,9 +128,7 @@ mod tests {
         write_frame(&mut wire, b"hello");
         wire.truncate(6);
         let mut reader = &wire[..];
-        let err = read_frame(&mut reader, &mut Vec::new(), 16)
-            .await
-            .unwrap_err();
+        let err = read_frame(&mut reader, &mut Vec::new(), 16).await.unwrap_err();
         assert!(matches!(err, FrameError::Truncated));
     }
 }

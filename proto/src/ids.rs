@@ -49,8 +49,8 @@ impl Serialize for PeerId {
 impl<'de> Deserialize<'de> for PeerId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        if s.len() != 16 {
-            return Err(serde::de::Error::custom("peer id must be 16 hex digits"));
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(serde::de::Error::custom("peer id must be 16 lowercase hex digits"));
         }
         s.parse().map_err(serde::de::Error::custom)
     }
@@ -130,9 +130,6 @@ mod tests {
         assert_eq!(RoomId::parse(""), Err(InvalidRoom::Empty));
         assert_eq!(RoomId::parse(&"a".repeat(65)), Err(InvalidRoom::TooLong));
         assert_eq!(RoomId::parse("a/b"), Err(InvalidRoom::BadCharacter));
-        assert_eq!(
-            RoomId::parse("team:42@eu-1").unwrap().as_str(),
-            "team:42@eu-1"
-        );
+        assert_eq!(RoomId::parse("team:42@eu-1").unwrap().as_str(), "team:42@eu-1");
     }
 }

@@ -117,17 +117,9 @@ pub enum Signal {
         candidate: String,
         #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
         sdp_mid: Option<String>,
-        #[serde(
-            rename = "sdpMLineIndex",
-            default,
-            skip_serializing_if = "Option::is_none"
-        )]
+        #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
         sdp_m_line_index: Option<u16>,
-        #[serde(
-            rename = "usernameFragment",
-            default,
-            skip_serializing_if = "Option::is_none"
-        )]
+        #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]
         username_fragment: Option<String>,
     },
     /// Anything else two peers agree on (renegotiation hints, mute state, ...).
@@ -240,17 +232,11 @@ impl ServerMessage {
             + match self {
                 ServerMessage::Signal { signal, .. } => signal.approx_size(),
                 ServerMessage::Broadcast { data, .. } => data.len(),
-                ServerMessage::Joined { members, .. } => {
-                    members.iter().map(|m| m.user_id.len() + 24).sum()
-                }
+                ServerMessage::Joined { members, .. } => members.iter().map(|m| m.user_id.len() + 24).sum(),
                 ServerMessage::PeerJoined { peer } => peer.user_id.len(),
-                ServerMessage::Error { message, .. } | ServerMessage::Goodbye { message, .. } => {
-                    message.len()
-                }
+                ServerMessage::Error { message, .. } | ServerMessage::Goodbye { message, .. } => message.len(),
                 ServerMessage::Welcome {
-                    user_id,
-                    session_id,
-                    ..
+                    user_id, session_id, ..
                 } => user_id.len() + session_id.len() + 64,
                 _ => 0,
             }

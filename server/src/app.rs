@@ -41,9 +41,7 @@ pub struct Running {
 /// Starts both listeners.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let certs = CertStore::load(&config).context("loading certificates")?;
-    let dev_secret = config.jwt_secret.is_none()
-        && config.jwt_secret_file.is_none()
-        && config.jwt_public_key.is_none();
+    let dev_secret = config.jwt_secret.is_none() && config.jwt_secret_file.is_none() && config.jwt_public_key.is_none();
     let auth = Authenticator::from_config(&config).context("setting up JWT verification")?;
     if dev_secret {
         tracing::warn!(
@@ -115,15 +113,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// An unspecified bind address shown as the loopback one a local client can use.
 fn display_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::V6(SocketAddrV6::new(
-            std::net::Ipv6Addr::LOCALHOST,
-            addr.port(),
-            0,
-            0,
-        )),
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::V6(SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, addr.port(), 0, 0))
         }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     }
 }

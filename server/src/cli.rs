@@ -58,11 +58,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Token {
-            sub,
-            ttl_secs,
-            rooms,
-        } => token(&config, sub, ttl_secs, rooms),
+        Command::Token { sub, ttl_secs, rooms } => token(&config, sub, ttl_secs, rooms),
         Command::Config => print_config(&config),
     };
     match result {
@@ -76,17 +72,13 @@ pub fn main() -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(crate::app::run(config))
 }
 
 fn token(config: &Config, sub: String, ttl_secs: u64, rooms: Vec<String>) -> anyhow::Result<()> {
     if config.jwt_public_key.is_some() {
-        anyhow::bail!(
-            "the server verifies tokens with a public key; mint them with the matching private key instead"
-        );
+        anyhow::bail!("the server verifies tokens with a public key; mint them with the matching private key instead");
     }
     let secret = hs256_secret(config)?;
     let now = now_secs();

@@ -164,15 +164,9 @@ options! {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid configuration: {0}")]
     Merge(toml::de::Error),
     #[error("invalid configuration: {0}")]
@@ -195,8 +189,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let overrides =
-            toml::Table::try_from(settings).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let overrides = toml::Table::try_from(settings).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         table.extend(overrides);
         let config: Config = table.try_into().map_err(ConfigError::Merge)?;
         config.validate()?;
@@ -226,14 +219,11 @@ impl Config {
             }
             _ => {}
         }
-        if self.max_frame_bytes == 0 || self.max_frame_bytes as usize > proto::codec::HARD_MAX_FRAME
-        {
+        if self.max_frame_bytes == 0 || self.max_frame_bytes as usize > proto::codec::HARD_MAX_FRAME {
             return fail("max_frame_bytes must be between 1 and 1048576");
         }
         if self.byte_burst < self.max_frame_bytes {
-            return fail(
-                "byte_burst must be at least max_frame_bytes, or the largest frame could never be sent",
-            );
+            return fail("byte_burst must be at least max_frame_bytes, or the largest frame could never be sent");
         }
         let positive = [
             ("messages_per_sec", self.messages_per_sec),
@@ -241,10 +231,7 @@ impl Config {
             ("bytes_per_sec", self.bytes_per_sec),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
-            (
-                "connections_per_ip_per_sec",
-                self.connections_per_ip_per_sec,
-            ),
+            ("connections_per_ip_per_sec", self.connections_per_ip_per_sec),
             ("connection_burst_per_ip", self.connection_burst_per_ip),
             ("max_room_members", self.max_room_members),
             ("max_rooms_per_session", self.max_rooms_per_session),

@@ -35,34 +35,25 @@ pub struct Server {
 impl Server {
     /// Starts the server with test defaults and these extra flags.
     pub fn start(bin: &str, flags: &[(&str, &str)]) -> Server {
-        let dir = std::env::temp_dir().join(format!(
-            "signal-e2e-{}-{:016x}",
-            std::process::id(),
-            rand_u64()
-        ));
+        let dir = std::env::temp_dir().join(format!("signal-e2e-{}-{:016x}", std::process::id(), rand_u64()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let secret = format!("test-secret-{:016x}", rand_u64());
         let log = std::fs::File::create(dir.join("server.log")).expect("log file");
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--webtransport-port",
-            "0",
-            "--https-port",
-            "0",
-        ])
-        .arg("--cert-dir")
-        .arg(dir.join("certs"))
-        .args(["--jwt-secret", &secret, "--log-format", "json"])
-        // Loopback tests open many connections from one address.
-        .args([
-            "--connections-per-ip-per-sec",
-            "1000",
-            "--connection-burst-per-ip",
-            "1000",
-        ]);
-        for (flag, value) in flags {
+        cmd.args(["--bind", "127.0.0.1", "--webtransport-port", "0", "--https-port", "0"])
+            .arg("--cert-dir")
+            .arg(dir.join("certs"))
+            .args(["--jwt-secret", &secret, "--log-format", "json"]);
+        // Loopback tests open many connections from one address, unless a test
+        // sets these itself.
+        let defaults = [
+            ("connections-per-ip-per-sec", "1000"),
+            ("connection-burst-per-ip", "1000"),
+        ];
+        let unset = defaults
+            .iter()
+            .filter(|(flag, _)| !flags.iter().any(|(f, _)| f == flag));
+        for (flag, value) in unset.chain(flags) {
             cmd.arg(format!("--{flag}")).arg(value);
         }
         let mut child = cmd
@@ -156,8 +147,7 @@ impl Server {
 
     /// The server's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -200,22 +190,17 @@ impl Server {
     /// Sends a raw HTTP/1.1 request over TLS and reads the whole response.
     pub async fn request(&self, raw: &str) -> Response {
         let verifier = wtransport::tls::client::ServerHashVerification::new(
-            self.hashes
-                .iter()
-                .map(|h| wtransport::tls::Sha256Digest::new(*h)),
+            self.hashes.iter().map(|h| wtransport::tls::Sha256Digest::new(*h)),
         );
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("TLS 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.https)
-            .await
-            .expect("connect");
+        let tcp = tokio::net::TcpStream::connect(self.https).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
@@ -269,15 +254,11 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 

@@ -12,10 +12,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn offer() -> Signal {
     Signal::Offer {
-        sdp: format!(
-            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n{}",
-            "a=x\r\n".repeat(700)
-        ),
+        sdp: format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n{}", "a=x\r\n".repeat(700)),
     }
 }
 
@@ -29,17 +26,12 @@ fn candidate(n: u16) -> Signal {
 }
 
 async fn next(room: &mut Room) -> ServerMessage {
-    room.recv_timeout(WAIT)
-        .await
-        .expect("an event from the room")
+    room.recv_timeout(WAIT).await.expect("an event from the room")
 }
 
 async fn expect_signal(room: &mut Room, from: PeerId, want: &Signal) {
     match next(room).await {
-        ServerMessage::Signal {
-            from: got_from,
-            signal,
-        } => {
+        ServerMessage::Signal { from: got_from, signal } => {
             assert_eq!(got_from, from);
             assert_eq!(&signal, want);
         }
@@ -70,20 +62,11 @@ async fn alice_and_bob_negotiate(alice: Client, bob: Client) {
     let answer = Signal::Answer {
         sdp: "v=0\r\nanswer".into(),
     };
-    alice_room
-        .signal(bob.peer_id(), answer.clone())
-        .await
-        .unwrap();
+    alice_room.signal(bob.peer_id(), answer.clone()).await.unwrap();
     expect_signal(&mut bob_room, alice.peer_id(), &answer).await;
     for n in 0..5 {
-        bob_room
-            .signal(alice.peer_id(), candidate(n))
-            .await
-            .unwrap();
-        alice_room
-            .signal(bob.peer_id(), candidate(100 + n))
-            .await
-            .unwrap();
+        bob_room.signal(alice.peer_id(), candidate(n)).await.unwrap();
+        alice_room.signal(bob.peer_id(), candidate(100 + n)).await.unwrap();
     }
     for n in 0..5 {
         expect_signal(&mut alice_room, bob.peer_id(), &candidate(n)).await;
@@ -93,10 +76,7 @@ async fn alice_and_bob_negotiate(alice: Client, bob: Client) {
     // And the other way round: Alice renegotiates.
     alice_room.signal(bob.peer_id(), offer()).await.unwrap();
     expect_signal(&mut bob_room, alice.peer_id(), &offer()).await;
-    bob_room
-        .signal(alice.peer_id(), answer.clone())
-        .await
-        .unwrap();
+    bob_room.signal(alice.peer_id(), answer.clone()).await.unwrap();
     expect_signal(&mut alice_room, bob.peer_id(), &answer).await;
 
     // Bob leaves; Alice is told.
@@ -155,23 +135,16 @@ async fn json_and_bincode_clients_share_a_room_on_either_transport() {
 async fn a_token_in_the_connect_url_opens_the_session_on_both_transports() {
     let server = Server::start(BIN, &[]);
     for via in [Via::WebTransport, Via::WebSocket] {
-        let client = Client::connect(
-            server
-                .options(via, &server.token("carol"))
-                .token_in_url(true),
-        )
-        .await
-        .unwrap();
+        let client = Client::connect(server.options(via, &server.token("carol")).token_in_url(true))
+            .await
+            .unwrap();
         assert_eq!(client.welcome().user_id, "carol");
     }
 }
 
 #[tokio::test]
 async fn welcome_announces_the_session_limits() {
-    let server = Server::start(
-        BIN,
-        &[("max-room-members", "7"), ("messages-per-sec", "33")],
-    );
+    let server = Server::start(BIN, &[("max-room-members", "7"), ("messages-per-sec", "33")]);
     let client = server.connect(Via::WebSocket, "dave").await;
     let welcome = client.welcome();
     assert_eq!(welcome.version, proto::PROTOCOL_VERSION);

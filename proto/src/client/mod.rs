@@ -38,9 +38,7 @@ use tokio::sync::mpsc;
 use crate::codec::{self, Encoding};
 use crate::error::ErrorCode;
 use crate::ids::{ChannelId, PeerId};
-use crate::message::{
-    ClientMessage, Member, RequestId, ServerMessage, SessionLimits, Signal, Token,
-};
+use crate::message::{ClientMessage, Member, RequestId, ServerMessage, SessionLimits, Signal, Token};
 use crate::version::PROTOCOL_VERSION;
 
 /// How the client decides to trust the server's certificate.
@@ -136,8 +134,7 @@ impl ConnectOptions {
 
     /// The connect URL, with the token and encoding in its query where they belong.
     fn connect_url(&self, kind: TransportKind) -> Result<url::Url, ClientError> {
-        let mut url = url::Url::parse(&self.url)
-            .map_err(|e| ClientError::Connect(format!("bad URL: {e}")))?;
+        let mut url = url::Url::parse(&self.url).map_err(|e| ClientError::Connect(format!("bad URL: {e}")))?;
         {
             let mut query = url.query_pairs_mut();
             if kind == TransportKind::WebTransport {
@@ -278,77 +275,116 @@ pub struct Client {
     next_request: AtomicU32,
 }
 
+/// A connection whose session has not said `hello` yet: for clients that want
+/// to drive the handshake themselves (and for testing servers).
+pub struct Pending {
+    link: Link,
+    control: Channel,
+    token: Option<String>,
+    version: u16,
+}
+
+impl Pending {
+    /// The control channel, to send anything before `hello`.
+    pub fn control(&mut self) -> &mut Channel {
+        &mut self.control
+    }
+
+    /// Says `hello` (with the token unless it went in the URL) and waits for `welcome`.
+    pub async fn hello(mut self) -> Result<Client, ClientError> {
+        let token = self.token.take().map(Token);
+        self.control
+            .send(&ClientMessage::Hello {
+                id: Some(0),
+                version: self.version,
+                token,
+            })
+            .await?;
+        loop {
+            match self.control.recv().await {
+                Some(ServerMessage::Welcome {
+                    version,
+                    session_id,
+                    peer_id,
+                    user_id,
+                    limits,
+                    ..
+                }) => {
+                    let welcome = Welcome {
+                        version,
+                        session_id,
+                        peer_id,
+                        user_id,
+                        limits,
+                    };
+                    return Ok(Client {
+                        link: self.link,
+                        control: self.control,
+                        welcome,
+                        next_request: AtomicU32::new(1),
+                    });
+                }
+                Some(ServerMessage::Error { code, message, .. } | ServerMessage::Goodbye { code, message }) => {
+                    return Err(ClientError::Server { code, message });
+                }
+                // Answers to whatever the application sent before hello.
+                Some(ServerMessage::Pong { .. } | ServerMessage::Ack { .. }) => continue,
+                Some(other) => return Err(ClientError::Protocol(format!("expected welcome, got {}", other.kind()))),
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Closes the connection at once.
+    pub fn close(&self) {
+        self.link.close();
+    }
+}
+
+impl Link {
+    fn close(&self) {
+        match self {
+            Link::WebTransport(link) => link.close(),
+            Link::WebSocket(link) => link.close(),
+        }
+    }
+}
+
 impl Client {
-    /// Connects, says `hello` and waits for `welcome`.
+    /// Connects, says `hello` and waits for `welcome`, all within `opts.timeout`.
     pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
         let timeout = opts.timeout;
-        tokio::time::timeout(timeout, Self::connect_inner(opts))
+        tokio::time::timeout(timeout, async { Self::open(opts).await?.hello().await })
             .await
             .map_err(|_| ClientError::Timeout)?
     }
 
-    async fn connect_inner(opts: ConnectOptions) -> Result<Self, ClientError> {
+    /// Opens the transport and the control channel, without saying `hello`.
+    pub async fn open(opts: ConnectOptions) -> Result<Pending, ClientError> {
         let kind = opts.transport()?;
         let url = opts.connect_url(kind)?;
         let tls = tls::client_config(&opts.trust, kind)?;
-        let (link, mut control) = match kind {
-            TransportKind::WebTransport => {
-                let (link, control) =
-                    webtransport::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
-                (Link::WebTransport(link), control)
-            }
-            TransportKind::WebSocket => {
-                let (link, control) =
-                    websocket::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
-                (Link::WebSocket(link), control)
+        let open = async {
+            match kind {
+                TransportKind::WebTransport => {
+                    let (link, control) = webtransport::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
+                    Ok((Link::WebTransport(link), control))
+                }
+                TransportKind::WebSocket => {
+                    let (link, control) = websocket::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
+                    Ok((Link::WebSocket(link), control))
+                }
             }
         };
-        let token = if opts.token_in_url {
-            None
-        } else {
-            opts.token.clone().map(Token)
-        };
-        control
-            .send(&ClientMessage::Hello {
-                id: Some(0),
-                version: opts.version,
-                token,
-            })
-            .await?;
-        let welcome = match control.recv().await {
-            Some(ServerMessage::Welcome {
-                version,
-                session_id,
-                peer_id,
-                user_id,
-                limits,
-                ..
-            }) => Welcome {
-                version,
-                session_id,
-                peer_id,
-                user_id,
-                limits,
-            },
-            Some(
-                ServerMessage::Error { code, message, .. }
-                | ServerMessage::Goodbye { code, message },
-            ) => {
-                return Err(ClientError::Server { code, message });
-            }
-            Some(other) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected welcome, got {}",
-                    other.kind()
-                )));
-            }
-            None => return Err(ClientError::Closed),
-        };
-        Ok(Self {
+        let (link, control) = tokio::time::timeout(opts.timeout, open)
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let token = if opts.token_in_url { None } else { opts.token };
+        Ok(Pending {
             link,
             control,
-            welcome,
-            next_request: AtomicU32::new(1),
+            token,
+            version: opts.version,
         })
     }
 
@@ -409,10 +445,7 @@ impl Client {
                 }
                 Some(ServerMessage::Pong { .. }) => continue,
                 Some(other) => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected joined, got {}",
-                        other.kind()
-                    )));
+                    return Err(ClientError::Protocol(format!("expected joined, got {}", other.kind())));
                 }
                 None => return Err(ClientError::Closed),
             }
@@ -423,9 +456,7 @@ impl Client {
     pub async fn ping(&mut self) -> Result<Duration, ClientError> {
         let nonce = self.next_request_id();
         let start = tokio::time::Instant::now();
-        self.control
-            .send(&ClientMessage::Ping { id: None, nonce })
-            .await?;
+        self.control.send(&ClientMessage::Ping { id: None, nonce }).await?;
         loop {
             match self.control.recv().await {
                 Some(ServerMessage::Pong { nonce: n, .. }) if n == nonce => {
@@ -442,10 +473,7 @@ impl Client {
 
     /// Closes the connection at once, without waiting for anything.
     pub fn close(&self) {
-        match &self.link {
-            Link::WebTransport(link) => link.close(),
-            Link::WebSocket(link) => link.close(),
-        }
+        self.link.close();
     }
 }
 
@@ -473,13 +501,7 @@ impl Room {
 
     /// Sends a signal to a peer of the room (no acknowledgement asked).
     pub async fn signal(&self, to: PeerId, signal: Signal) -> Result<(), ClientError> {
-        self.channel
-            .send(&ClientMessage::Signal {
-                id: None,
-                to,
-                signal,
-            })
-            .await
+        self.channel.send(&ClientMessage::Signal { id: None, to, signal }).await
     }
 
     /// Sends a payload to every other member.
@@ -508,9 +530,7 @@ impl Room {
 
     /// Leaves the room and waits for the server's `left`.
     pub async fn leave(mut self) -> Result<(), ClientError> {
-        self.channel
-            .send(&ClientMessage::Leave { id: Some(u32::MAX) })
-            .await?;
+        self.channel.send(&ClientMessage::Leave { id: Some(u32::MAX) }).await?;
         loop {
             match self.channel.recv().await {
                 Some(ServerMessage::Left { .. }) => return Ok(()),

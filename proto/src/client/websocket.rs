@@ -64,14 +64,10 @@ impl Link {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(codec::HARD_MAX_FRAME))
             .max_frame_size(Some(codec::HARD_MAX_FRAME));
-        let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
-            url.as_str(),
-            tcp,
-            Some(config),
-            Some(connector),
-        )
-        .await
-        .map_err(refusal)?;
+        let (ws, _response) =
+            tokio_tungstenite::client_async_tls_with_config(url.as_str(), tcp, Some(config), Some(connector))
+                .await
+                .map_err(refusal)?;
         let (mut sink, mut stream) = ws.split();
 
         let routes: Routes = Arc::default();
@@ -101,7 +97,15 @@ impl Link {
         });
         let reader_routes = routes.clone();
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
+            while let Some(frame) = stream.next().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebSocket read failed");
+                        eprintln!("DBG client read error {e}");
+                        break;
+                    }
+                };
                 let decoded = match &frame {
                     Message::Text(text) => codec::decode_enveloped(Encoding::Json, text.as_bytes()),
                     Message::Binary(bin) => codec::decode_enveloped(Encoding::Bincode, bin),

@@ -36,8 +36,7 @@ impl Link {
             .with_custom_tls(tls)
             .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
             .build();
-        let endpoint = Endpoint::client(config)
-            .map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
+        let endpoint = Endpoint::client(config).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
         let conn = endpoint.connect(url.as_str()).await.map_err(|e| match e {
             ConnectingError::SessionRejected => ClientError::Rejected {
                 status: None,
@@ -62,9 +61,7 @@ impl Link {
             .open_bi()
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (send, recv) = opening
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (send, recv) = opening.await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let (out_tx, out_rx) = mpsc::channel(INBOX);
         let (in_tx, in_rx) = mpsc::channel(INBOX);
         tokio::spawn(write_stream(send, out_rx));
@@ -92,11 +89,7 @@ async fn write_stream(mut send: SendStream, mut out: mpsc::Receiver<Vec<u8>>) {
     let _ = send.finish().await;
 }
 
-async fn read_stream(
-    mut recv: RecvStream,
-    inbox: mpsc::Sender<ServerMessageAlias>,
-    encoding: Encoding,
-) {
+async fn read_stream(mut recv: RecvStream, inbox: mpsc::Sender<ServerMessageAlias>, encoding: Encoding) {
     let mut buf = Vec::new();
     while let Ok(true) = read_frame(&mut recv, &mut buf, HARD_MAX_FRAME).await {
         let Some(msg) = decode_server(encoding, &buf) else {

@@ -44,23 +44,20 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/cert-hashes", get(cert_hashes))
         .route("/ws", get(crate::transport::websocket::upgrade))
-        .layer(axum::middleware::map_response(
-            move |mut response: Response| {
-                let alt_svc = alt_svc.clone();
-                async move {
-                    response.headers_mut().insert(header::ALT_SVC, alt_svc);
-                    response
-                }
-            },
-        ))
+        .layer(axum::middleware::map_response(move |mut response: Response| {
+            let alt_svc = alt_svc.clone();
+            async move {
+                response.headers_mut().insert(header::ALT_SVC, alt_svc);
+                response
+            }
+        }))
         .with_state(state)
 }
 
 /// An HTTP refusal carrying the error code: the status that goes with the code
 /// and a JSON body `{"code": ..., "message": ...}`.
 pub fn refusal_response(refusal: &Refusal) -> Response {
-    let status =
-        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     (
         status,
         Json(json!({ "code": refusal.code, "message": refusal.message })),

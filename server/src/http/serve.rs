@@ -44,22 +44,16 @@ pub async fn serve(
     }
 }
 
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-) {
+async fn connection(tcp: tokio::net::TcpStream, remote: SocketAddr, acceptor: TlsAcceptor, router: Router) {
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!("TLS handshake timed out"),
     };
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
-            router.clone().oneshot(request)
-        });
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        router.clone().oneshot(request)
+    });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -91,9 +91,7 @@ impl Rooms {
             room: room.to_string(),
             members,
         }));
-        let joined = Arc::new(ServerMessage::PeerJoined {
-            peer: seat.member(),
-        });
+        let joined = Arc::new(ServerMessage::PeerJoined { peer: seat.member() });
         for other in &entry.seats {
             other.deliver(joined.clone());
         }
@@ -123,12 +121,7 @@ impl Rooms {
     }
 
     /// Delivers `msg` to `to` in `room`.
-    pub fn send_to(
-        &self,
-        room: &RoomId,
-        to: PeerId,
-        msg: ServerMessage,
-    ) -> Result<(), UnknownPeer> {
+    pub fn send_to(&self, room: &RoomId, to: PeerId, msg: ServerMessage) -> Result<(), UnknownPeer> {
         let shard = self.shard(room);
         let seat = shard
             .get(room)
@@ -204,13 +197,9 @@ mod tests {
         );
         rooms.join(&room("r"), bob, None).unwrap();
         let out = bob_rx.try_recv().unwrap();
-        assert!(
-            matches!(&*out.msg, ServerMessage::Joined { members, .. } if members[0].peer_id == PeerId(1))
-        );
+        assert!(matches!(&*out.msg, ServerMessage::Joined { members, .. } if members[0].peer_id == PeerId(1)));
         let out = alice_rx.try_recv().unwrap();
-        assert!(
-            matches!(&*out.msg, ServerMessage::PeerJoined { peer } if peer.peer_id == PeerId(2))
-        );
+        assert!(matches!(&*out.msg, ServerMessage::PeerJoined { peer } if peer.peer_id == PeerId(2)));
     }
 
     #[test]
@@ -263,9 +252,6 @@ mod tests {
                 },
             );
         }
-        assert_eq!(
-            bob_outbox.goodbye().map(|g| g.code),
-            Some(ErrorCode::SlowConsumer)
-        );
+        assert_eq!(bob_outbox.goodbye().map(|g| g.code), Some(ErrorCode::SlowConsumer));
     }
 }

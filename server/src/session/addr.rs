@@ -74,10 +74,7 @@ mod tests {
 
     #[test]
     fn logs_see_masked_addresses() {
-        assert_eq!(
-            MaskedIp::of("192.0.2.7".parse().unwrap()).to_string(),
-            "192.0.2.x"
-        );
+        assert_eq!(MaskedIp::of("192.0.2.7".parse().unwrap()).to_string(), "192.0.2.x");
         assert_eq!(
             MaskedIp::of("2001:db8:1:2::1".parse().unwrap()).to_string(),
             "2001:db8:1::/48"

@@ -98,10 +98,7 @@ impl Admission {
         if entry.open >= limits.max_per_ip {
             return Err(Refusal::new(
                 ErrorCode::TooManyConnections,
-                format!(
-                    "this address already has {} connections open",
-                    limits.max_per_ip
-                ),
+                format!("this address already has {} connections open", limits.max_per_ip),
             ));
         }
         if state.open >= limits.max_connections {
@@ -129,9 +126,7 @@ impl Admission {
     /// so that the table does not grow with every address ever seen.
     pub fn sweep(&self, now: Instant) {
         let mut state = self.state.lock().expect("admission lock");
-        state
-            .per_ip
-            .retain(|_, e| e.open > 0 || !e.rate.is_full(now));
+        state.per_ip.retain(|_, e| e.open > 0 || !e.rate.is_full(now));
     }
 
     /// Addresses remembered now.
@@ -172,12 +167,7 @@ mod tests {
 
     use super::*;
 
-    fn admission(
-        max_connections: u32,
-        max_per_ip: u32,
-        per_ip_rate: u32,
-        per_ip_burst: u32,
-    ) -> Arc<Admission> {
+    fn admission(max_connections: u32, max_per_ip: u32, per_ip_rate: u32, per_ip_burst: u32) -> Arc<Admission> {
         Admission::new(AdmissionLimits {
             max_connections,
             max_per_ip,
@@ -195,10 +185,7 @@ mod tests {
         let now = Instant::now();
         let first = adm.admit(A, now).unwrap();
         let _second = adm.admit(A, now).unwrap();
-        assert_eq!(
-            adm.admit(A, now).unwrap_err().code,
-            ErrorCode::TooManyConnections
-        );
+        assert_eq!(adm.admit(A, now).unwrap_err().code, ErrorCode::TooManyConnections);
         adm.admit(B, now).expect("another address is not affected");
         drop(first);
         adm.admit(A, now).expect("a slot came back");
@@ -219,12 +206,8 @@ mod tests {
         let now = Instant::now();
         drop(adm.admit(A, now).unwrap());
         drop(adm.admit(A, now).unwrap());
-        assert_eq!(
-            adm.admit(A, now).unwrap_err().code,
-            ErrorCode::ConnectionRateLimited
-        );
-        adm.admit(A, now + Duration::from_secs(1))
-            .expect("the bucket refilled");
+        assert_eq!(adm.admit(A, now).unwrap_err().code, ErrorCode::ConnectionRateLimited);
+        adm.admit(A, now + Duration::from_secs(1)).expect("the bucket refilled");
     }
 
     #[test]

@@ -99,8 +99,7 @@ impl Authenticator {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let (key, algorithm) = match (&config.jwt_public_key, config.jwt_algorithm) {
             (Some(path), Some(alg)) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("reading JWT public key {}", path.display()))?;
+                let pem = std::fs::read(path).with_context(|| format!("reading JWT public key {}", path.display()))?;
                 let (key, algorithm) = match alg {
                     JwtAlgorithm::Rs256 => (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
                     JwtAlgorithm::Es256 => (DecodingKey::from_ec_pem(&pem), Algorithm::ES256),
@@ -112,10 +111,7 @@ impl Authenticator {
                     algorithm,
                 )
             }
-            _ => (
-                DecodingKey::from_secret(&hs256_secret(config)?),
-                Algorithm::HS256,
-            ),
+            _ => (DecodingKey::from_secret(&hs256_secret(config)?), Algorithm::HS256),
         };
         let mut validation = Validation::new(algorithm);
         let mut required = vec!["exp", "sub"];
@@ -138,24 +134,20 @@ impl Authenticator {
 
     /// Checks a token and returns what it says.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data =
+            jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)".into()),
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("unexpected algorithm".into()),
                 ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
                 ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Invalid(format!("missing claim {c}"))
-                }
+                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing claim {c}")),
                 _ => AuthError::Invalid("malformed token".into()),
             })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > MAX_USER_ID {
-            return Err(AuthError::Invalid(format!(
-                "sub must be 1 to {MAX_USER_ID} bytes"
-            )));
+            return Err(AuthError::Invalid(format!("sub must be 1 to {MAX_USER_ID} bytes")));
         }
         Ok(Claims {
             user_id: claims.sub.into(),
@@ -171,8 +163,7 @@ pub fn hs256_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.0.as_bytes().to_vec());
     }
     if let Some(path) = &config.jwt_secret_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok(text.trim_end().as_bytes().to_vec());
     }
     dev_secret(&config.cert_dir)
@@ -192,11 +183,8 @@ pub fn dev_secret(cert_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    std::fs::create_dir_all(cert_dir)
-        .with_context(|| format!("creating {}", cert_dir.display()))?;
-    let secret: String = (0..4)
-        .map(|_| format!("{:016x}", rand::random::<u64>()))
-        .collect();
+    std::fs::create_dir_all(cert_dir).with_context(|| format!("creating {}", cert_dir.display()))?;
+    let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
     crate::tls::write_private_file(&path, secret.as_bytes())?;
     Ok(secret.into_bytes())
 }
@@ -238,10 +226,7 @@ mod tests {
             jwt_leeway_secs: 0,
             ..Config::default()
         };
-        (
-            Authenticator::from_config(&config).unwrap(),
-            secret.as_bytes().to_vec(),
-        )
+        (Authenticator::from_config(&config).unwrap(), secret.as_bytes().to_vec())
     }
 
     #[test]
@@ -262,27 +247,16 @@ mod tests {
         let expired = mint_hs256(&secret, &claims("alice", now_secs() - 10));
         assert_eq!(auth.verify(&expired), Err(AuthError::Expired));
         let forged = mint_hs256(b"other", &claims("alice", now_secs() + 60));
-        assert_eq!(
-            auth.verify(&forged).unwrap_err().code(),
-            ErrorCode::AuthFailed
-        );
+        assert_eq!(auth.verify(&forged).unwrap_err().code(), ErrorCode::AuthFailed);
         let mut early = claims("alice", now_secs() + 600);
         early.nbf = Some(now_secs() + 300);
         assert_eq!(
-            auth.verify(&mint_hs256(&secret, &early))
-                .unwrap_err()
-                .code(),
+            auth.verify(&mint_hs256(&secret, &early)).unwrap_err().code(),
             ErrorCode::AuthFailed
         );
-        assert_eq!(
-            auth.verify("not.a.jwt").unwrap_err().code(),
-            ErrorCode::AuthFailed
-        );
+        assert_eq!(auth.verify("not.a.jwt").unwrap_err().code(), ErrorCode::AuthFailed);
         let nobody = mint_hs256(&secret, &claims("", now_secs() + 60));
-        assert_eq!(
-            auth.verify(&nobody).unwrap_err().code(),
-            ErrorCode::AuthFailed
-        );
+        assert_eq!(auth.verify(&nobody).unwrap_err().code(), ErrorCode::AuthFailed);
     }
 
     #[test]
@@ -305,8 +279,7 @@ mod tests {
 
     fn asymmetric(alg: JwtAlgorithm, key_alg: &'static rcgen::SignatureAlgorithm) {
         let key = rcgen::KeyPair::generate_for(key_alg).unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("signal-auth-{}-{:?}", std::process::id(), alg));
+        let dir = std::env::temp_dir().join(format!("signal-auth-{}-{:?}", std::process::id(), alg));
         std::fs::create_dir_all(&dir).unwrap();
         let public = dir.join("public.pem");
         std::fs::write(&public, key.public_key_pem()).unwrap();
@@ -335,10 +308,7 @@ mod tests {
         .unwrap();
         assert_eq!(&*auth.verify(&token).unwrap().user_id, "carol");
         // An HS256 token must not pass as the asymmetric algorithm.
-        let hs = mint_hs256(
-            key.public_key_pem().as_bytes(),
-            &claims("mallory", now_secs() + 60),
-        );
+        let hs = mint_hs256(key.public_key_pem().as_bytes(), &claims("mallory", now_secs() + 60));
         assert_eq!(auth.verify(&hs).unwrap_err().code(), ErrorCode::AuthFailed);
     }
 

@@ -92,12 +92,7 @@ mod tests {
 
     use super::*;
 
-    fn limits(
-        messages_per_sec: u32,
-        message_burst: u32,
-        bytes_per_sec: u32,
-        byte_burst: u32,
-    ) -> proto::SessionLimits {
+    fn limits(messages_per_sec: u32, message_burst: u32, bytes_per_sec: u32, byte_burst: u32) -> proto::SessionLimits {
         proto::SessionLimits {
             max_frame_bytes: byte_burst,
             messages_per_sec,

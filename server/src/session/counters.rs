@@ -59,11 +59,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_slot() {
-        assert!(
-            ErrorCode::ALL
-                .iter()
-                .all(|c| usize::from(c.number()) < SLOTS)
-        );
+        assert!(ErrorCode::ALL.iter().all(|c| usize::from(c.number()) < SLOTS));
         let counters = Counters::default();
         counters.error(ErrorCode::RoomFull);
         counters.error(ErrorCode::RoomFull);

@@ -95,10 +95,12 @@ impl Hub {
                 "the server is shutting down",
             ));
         }
-        self.admission.admit(remote.ip(), Instant::now()).inspect_err(|refusal| {
-            self.counters.error(refusal.code);
-            tracing::info!(ip = %MaskedIp::of(remote.ip()), code = %refusal.code, "connection refused");
-        })
+        self.admission
+            .admit(remote.ip(), Instant::now())
+            .inspect_err(|refusal| {
+                self.counters.error(refusal.code);
+                tracing::info!(ip = %MaskedIp::of(remote.ip()), code = %refusal.code, "connection refused");
+            })
     }
 
     /// Checks a token that came in the connect URL.

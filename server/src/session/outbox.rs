@@ -123,12 +123,10 @@ impl Outbox {
         let out = Outgoing { channel, msg, size };
         let result = match &self.routing {
             Routing::Shared(tx) => tx.try_send(out),
-            Routing::PerChannel(routes) => {
-                match routes.lock().expect("routes lock").get(&channel) {
-                    Some(tx) => tx.try_send(out),
-                    None => Err(mpsc::error::TrySendError::Closed(out)),
-                }
-            }
+            Routing::PerChannel(routes) => match routes.lock().expect("routes lock").get(&channel) {
+                Some(tx) => tx.try_send(out),
+                None => Err(mpsc::error::TrySendError::Closed(out)),
+            },
         };
         result.map_err(|e| {
             self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
@@ -188,10 +186,7 @@ impl Outbox {
     /// Waits until the session is ending.
     pub async fn closed(&self) -> Goodbye {
         let mut rx = self.end.subscribe();
-        let end = rx
-            .wait_for(Option::is_some)
-            .await
-            .expect("the sender lives in self");
+        let end = rx.wait_for(Option::is_some).await.expect("the sender lives in self");
         end.clone().expect("waited for Some")
     }
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 use proto::codec::{self, DecodeError};
 use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};
 use proto::{
-    CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId,
-    ServerMessage, Signal, Token,
+    CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId, ServerMessage, Signal,
+    Token,
 };
 use tracing::Span;
 
@@ -43,6 +43,9 @@ struct State {
     budget: Budget,
     /// The rooms joined, by the channel each uses.
     rooms: HashMap<ChannelId, RoomId>,
+    /// The highest channel a join was tried on: room channels are single-use,
+    /// so a channel that was left (or refused) never silently becomes a room again.
+    last_room_channel: ChannelId,
     last_seen: Instant,
 }
 
@@ -52,6 +55,8 @@ pub struct Session {
     peer_id: PeerId,
     outbox: Arc<Outbox>,
     state: Mutex<State>,
+    /// Wakes [`Session::closed`] when a deadline may have moved earlier.
+    deadline_moved: tokio::sync::Notify,
     span: Span,
     _permit: Permit,
 }
@@ -59,11 +64,7 @@ pub struct Session {
 impl Session {
     pub(super) fn open(hub: Arc<Hub>, opening: Opening) -> Arc<Self> {
         let now = Instant::now();
-        let id = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
+        let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         let peer_id = PeerId(rand::random());
         let span = tracing::info_span!(
             "session",
@@ -83,6 +84,7 @@ impl Session {
             },
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
+            last_room_channel: CONTROL_CHANNEL,
             last_seen: now,
         };
         Arc::new(Self {
@@ -91,6 +93,7 @@ impl Session {
             peer_id,
             outbox: opening.outbox,
             state: Mutex::new(state),
+            deadline_moved: tokio::sync::Notify::new(),
             span,
             _permit: opening.permit,
         })
@@ -115,29 +118,30 @@ impl Session {
 
     /// A frame read from a channel's own stream (WebTransport).
     pub fn on_stream_frame(&self, channel: ChannelId, encoding: Encoding, frame: &[u8]) {
-        self.on_frame(channel, encoding, frame, |bytes| {
+        self.on_frame(encoding, frame, |bytes| {
             codec::decode(encoding, bytes).map(|m| (channel, m))
         });
     }
 
     /// A frame that carries its channel in an envelope (WebSocket).
     pub fn on_envelope_frame(&self, encoding: Encoding, frame: &[u8]) {
-        self.on_frame(CONTROL_CHANNEL, encoding, frame, |bytes| {
-            codec::decode_enveloped(encoding, bytes)
-        });
+        self.on_frame(encoding, frame, |bytes| codec::decode_enveloped(encoding, bytes));
     }
 
     /// A frame longer than the limit, which the transport skipped unread.
-    pub fn on_oversized_frame(&self, channel: ChannelId, len: usize) {
+    pub fn on_oversized_frame(&self, len: usize) {
         let _enter = self.span.enter();
         self.state.lock().expect("session lock").last_seen = Instant::now();
         let max = self.hub.max_frame();
-        self.error(
-            channel,
-            None,
+        self.violation(
             ErrorCode::FrameTooLarge,
             format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
         );
+    }
+
+    /// A transport-level keepalive (a WebSocket ping): the client is there.
+    pub fn on_keepalive(&self) {
+        self.state.lock().expect("session lock").last_seen = Instant::now();
     }
 
     /// A channel's stream ended: the room it was in is left.
@@ -152,16 +156,22 @@ impl Session {
     }
 
     /// Waits until the session must end (timeout, slow reader, fatal error,
-    /// shutdown) and returns the goodbye to send.
+    /// shutdown) and returns the goodbye to send. Call it from one place per session.
     pub async fn closed(&self) -> Goodbye {
         let mut shutdown = self.hub.shutdown_signal();
         loop {
             let (deadline, on_expiry) = self.deadline();
             tokio::select! {
-                goodbye = self.outbox.closed() => return goodbye,
+                goodbye = self.outbox.closed() => {
+                    let _enter = self.span.enter();
+                    self.hub.counters.error(goodbye.code);
+                    tracing::info!(code = %goodbye.code, reason = %goodbye.message, "session ending");
+                    return goodbye;
+                }
                 () = crate::shutdown::signalled(&mut shutdown) => {
                     self.end(Goodbye::new(ErrorCode::ShuttingDown, "the server is shutting down"));
                 }
+                () = self.deadline_moved.notified() => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     if self.deadline().0 <= Instant::now() {
                         self.end(on_expiry);
@@ -176,10 +186,7 @@ impl Session {
         match state.phase {
             Phase::AwaitingHello { deadline, .. } => (
                 deadline,
-                Goodbye::new(
-                    ErrorCode::AuthTimeout,
-                    "no hello with a valid token arrived in time",
-                ),
+                Goodbye::new(ErrorCode::AuthTimeout, "no hello with a valid token arrived in time"),
             ),
             Phase::Open { .. } => (
                 state.last_seen + self.hub.settings.idle_timeout,
@@ -191,24 +198,23 @@ impl Session {
         }
     }
 
+    /// Checks a frame against the limits before decoding it. Violations are
+    /// reported on the control channel: the frame's own channel may be unknown
+    /// (inside an envelope that was never decoded).
     fn on_frame(
         &self,
-        channel: ChannelId,
         encoding: Encoding,
         frame: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<(ChannelId, ClientMessage), DecodeError>,
     ) {
         let _enter = self.span.enter();
-        self.outbox.set_encoding_once(encoding);
         let now = Instant::now();
         let mut state = self.state.lock().expect("session lock");
         state.last_seen = now;
         let max = self.hub.max_frame();
         if frame.len() > max {
             let len = frame.len();
-            return self.error(
-                channel,
-                None,
+            return self.violation(
                 ErrorCode::FrameTooLarge,
                 format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
             );
@@ -220,19 +226,23 @@ impl Session {
                     "more than {} messages per second; message dropped",
                     limits.messages_per_sec
                 ),
-                _ => format!(
-                    "more than {} bytes per second; message dropped",
-                    limits.bytes_per_sec
-                ),
+                _ => format!("more than {} bytes per second; message dropped", limits.bytes_per_sec),
             };
-            return self.error(channel, None, code, message);
+            return self.violation(code, message);
         }
         let (channel, msg) = match decode(frame) {
             Ok(decoded) => decoded,
-            Err(e) => return self.error(channel, None, ErrorCode::BadFrame, e.to_string()),
+            Err(e) => return self.violation(ErrorCode::BadFrame, e.to_string()),
         };
+        // Replies use the encoding of the first frame that decoded.
+        self.outbox.set_encoding_once(encoding);
         tracing::trace!(channel, kind = msg.kind(), "message");
         self.dispatch(&mut state, channel, msg);
+    }
+
+    /// Reports a frame that broke a limit or could not be decoded.
+    fn violation(&self, code: ErrorCode, message: String) {
+        self.error(CONTROL_CHANNEL, None, code, message);
     }
 
     fn dispatch(&self, state: &mut State, channel: ChannelId, msg: ClientMessage) {
@@ -249,6 +259,8 @@ impl Session {
                 }
                 if let Some(claims) = self.hello(id, version, token, preauth.take()) {
                     state.phase = Phase::Open { claims };
+                    // The idle deadline may come before the authentication deadline did.
+                    self.deadline_moved.notify_one();
                 }
             }
             (Phase::AwaitingHello { .. }, _) => {
@@ -344,14 +356,7 @@ impl Session {
         Some(claims)
     }
 
-    fn join(
-        &self,
-        state: &mut State,
-        claims: &Claims,
-        channel: ChannelId,
-        id: Option<RequestId>,
-        name: &str,
-    ) {
+    fn join(&self, state: &mut State, claims: &Claims, channel: ChannelId, id: Option<RequestId>, name: &str) {
         let refuse = |code, message: String| {
             self.error(channel, id, code, message);
             // The channel was opened for this room only; close it again.
@@ -373,6 +378,13 @@ impl Session {
                 format!("this channel is already room {room}"),
             );
         }
+        if channel <= state.last_room_channel {
+            return refuse(
+                ErrorCode::WrongChannel,
+                "room channels are single-use: open a new channel (with a higher id) for each join".into(),
+            );
+        }
+        state.last_room_channel = channel;
         let room = match RoomId::parse(name) {
             Ok(room) => room,
             Err(e) => return refuse(ErrorCode::InvalidRoom, e.to_string()),
@@ -406,10 +418,7 @@ impl Session {
             }
             Err(JoinError::Full) => {
                 let max = self.hub.settings.limits.max_room_members;
-                refuse(
-                    ErrorCode::RoomFull,
-                    format!("room {room} already has {max} members"),
-                );
+                refuse(ErrorCode::RoomFull, format!("room {room} already has {max} members"));
             }
         }
     }
@@ -431,14 +440,7 @@ impl Session {
         self.outbox.remove_channel(channel);
     }
 
-    fn signal(
-        &self,
-        state: &mut State,
-        channel: ChannelId,
-        id: Option<RequestId>,
-        to: PeerId,
-        signal: Signal,
-    ) {
+    fn signal(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
         let Some(room) = self.room_of(state, channel, id) else {
             return;
         };
@@ -507,17 +509,21 @@ impl Session {
         self.send(channel, ServerMessage::Error { id, code, message });
     }
 
-    /// Reports an error that ends the session.
+    /// Reports an error that ends the session: the error answers the request,
+    /// the goodbye (counted when the session ends) closes it.
     fn fatal(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
-        self.error(CONTROL_CHANNEL, id, code, message.clone());
+        self.send(
+            CONTROL_CHANNEL,
+            ServerMessage::Error {
+                id,
+                code,
+                message: message.clone(),
+            },
+        );
         self.end(Goodbye::new(code, message));
     }
 
     fn end(&self, goodbye: Goodbye) {
-        if self.outbox.goodbye().is_none() {
-            self.hub.counters.error(goodbye.code);
-            tracing::info!(code = %goodbye.code, reason = %goodbye.message, "session ending");
-        }
         self.outbox.close(goodbye);
     }
 
@@ -534,10 +540,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let _enter = self.span.enter();
-        let state = self
-            .state
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         for room in state.rooms.values() {
             self.hub.rooms.leave(room, self.peer_id);
         }

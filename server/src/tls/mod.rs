@@ -45,15 +45,12 @@ impl Generation {
         key: PrivateKeyDer<'static>,
         not_after: OffsetDateTime,
     ) -> anyhow::Result<Self> {
-        let leaf = chain
-            .first()
-            .context("the certificate file holds no certificate")?;
+        let leaf = chain.first().context("the certificate file holds no certificate")?;
         let hash = *wtransport::tls::Certificate::from_der(leaf.to_vec())
             .map_err(|e| anyhow::anyhow!("invalid certificate: {e}"))?
             .hash()
             .as_ref();
-        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-            .context("unsupported private key")?;
+        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).context("unsupported private key")?;
         Ok(Self {
             key: Arc::new(CertifiedKey::new(chain, signing_key)),
             hash,
@@ -95,8 +92,7 @@ impl CertStore {
                     .with_context(|| format!("reading {}", cert.display()))?
                     .collect::<Result<Vec<_>, _>>()
                     .with_context(|| format!("parsing {}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .with_context(|| format!("reading {}", key.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
                 let generation = Generation::new(
                     chain,
                     key,
@@ -160,24 +156,22 @@ impl CertStore {
     /// TLS for the HTTPS / WSS listener: TLS 1.3 and TLS 1.2 with rustls's
     /// modern (ECDHE + AEAD only) suites.
     pub fn tcp_config(self: &Arc<Self>) -> anyhow::Result<rustls::ServerConfig> {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
 
     /// TLS for the QUIC listener: TLS 1.3 only, ALPN h3.
     pub fn quic_config(self: &Arc<Self>) -> anyhow::Result<rustls::ServerConfig> {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h3".to_vec()];
         Ok(config)
     }

@@ -41,11 +41,7 @@ impl<G: Validity> Rotation<G> {
 
     /// Brings the rotation up to date at `now`, calling `issue` for a new
     /// certificate when one is due. Returns whether anything changed.
-    pub fn tick<E>(
-        &mut self,
-        now: OffsetDateTime,
-        mut issue: impl FnMut() -> Result<G, E>,
-    ) -> Result<bool, E> {
+    pub fn tick<E>(&mut self, now: OffsetDateTime, mut issue: impl FnMut() -> Result<G, E>) -> Result<bool, E> {
         let mut changed = false;
         if self.retired.as_ref().is_some_and(|g| now >= g.not_after()) {
             self.retired = None;
@@ -126,13 +122,8 @@ mod tests {
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let mut rot = Rotation::new(Cert(t0, 0));
         let now = t0 + Duration::days(30);
-        rot.tick(now, || Ok::<_, ()>(Cert(now + VALIDITY, 1)))
-            .unwrap();
+        rot.tick(now, || Ok::<_, ()>(Cert(now + VALIDITY, 1))).unwrap();
         assert_eq!(rot.current.1, 1);
-        assert_eq!(
-            rot.published().count(),
-            1,
-            "the expired one is not published"
-        );
+        assert_eq!(rot.published().count(), 1, "the expired one is not published");
     }
 }

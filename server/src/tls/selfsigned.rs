@@ -62,8 +62,7 @@ impl SelfSigned {
         let not_after = OffsetDateTime::from_unix_timestamp(not_after)?;
         let cert_pem = std::fs::read_to_string(&cert)?;
         let key_pem = std::fs::read_to_string(&key)?;
-        let chain =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
         let mut generation = Generation::new(chain, key, not_after)?;
         generation.pem = Some((cert_pem, key_pem));
@@ -84,8 +83,7 @@ impl SelfSigned {
 
     /// Writes the served certificate and the successor (if any) to disk.
     pub fn persist(&self, rotation: &Rotation<Generation>) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         self.write("", &rotation.current)?;
         match &rotation.successor {
             Some(next) => self.write("next-", next)?,
@@ -102,14 +100,8 @@ impl SelfSigned {
         let Some((cert_pem, key_pem)) = &generation.pem else {
             return Ok(());
         };
-        write_private_file(
-            &self.dir.join(format!("{prefix}key.pem")),
-            key_pem.as_bytes(),
-        )?;
-        write_private_file(
-            &self.dir.join(format!("{prefix}cert.pem")),
-            cert_pem.as_bytes(),
-        )?;
+        write_private_file(&self.dir.join(format!("{prefix}key.pem")), key_pem.as_bytes())?;
+        write_private_file(&self.dir.join(format!("{prefix}cert.pem")), cert_pem.as_bytes())?;
         write_private_file(
             &self.dir.join(format!("{prefix}cert.meta")),
             generation.not_after.unix_timestamp().to_string().as_bytes(),
@@ -120,16 +112,11 @@ impl SelfSigned {
 
 fn issue(now: OffsetDateTime) -> anyhow::Result<Issued> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     let mut params = CertificateParams::new(names)?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        "signaling server development certificate",
-    );
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "signaling server development certificate");
     // Start a little in the past for clock skew; the whole period stays under 14 days.
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = params.not_before + VALIDITY;

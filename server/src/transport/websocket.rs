@@ -39,12 +39,7 @@ pub async fn upgrade(
         Ok(permit) => permit,
         Err(refusal) => return refusal_response(&refusal),
     };
-    let claims = match query
-        .token
-        .as_deref()
-        .map(|t| hub.check_token(t))
-        .transpose()
-    {
+    let claims = match query.token.as_deref().map(|t| hub.check_token(t)).transpose() {
         Ok(claims) => claims,
         Err(refusal) => return refusal_response(&refusal),
     };
@@ -53,14 +48,8 @@ pub async fn upgrade(
         .on_upgrade(move |socket| run(socket, hub, permit, claims, remote))
 }
 
-async fn run(
-    socket: WebSocket,
-    hub: Arc<Hub>,
-    permit: Permit,
-    claims: Option<Claims>,
-    remote: SocketAddr,
-) {
-    let (outbox, queue) = Outbox::shared(hub.settings.queue_len, hub.settings.queue_bytes);
+async fn run(socket: WebSocket, hub: Arc<Hub>, permit: Permit, claims: Option<Claims>, remote: SocketAddr) {
+    let (outbox, mut queue) = Outbox::shared(hub.settings.queue_len, hub.settings.queue_bytes);
     let session = hub.open_session(Opening {
         permit,
         remote,
@@ -70,11 +59,17 @@ async fn run(
         transport: "websocket",
     });
     let span = session.span().clone();
-    let (sink, stream) = socket.split();
+    let (mut sink, stream) = socket.split();
     async {
-        tokio::select! {
-            () = write(sink, queue, &session) => {}
-            () = read(stream, &session) => {}
+        // The session's end is watched here, not between writes: a writer stuck
+        // on a client that stopped reading must not keep the session alive.
+        let goodbye = tokio::select! {
+            () = write(&mut sink, &mut queue, &outbox) => None,
+            () = read(stream, &session) => None,
+            goodbye = session.closed() => Some(goodbye),
+        };
+        if let Some(goodbye) = goodbye {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye)).await;
         }
     }
     .instrument(span)
@@ -82,41 +77,30 @@ async fn run(
 }
 
 async fn read(mut stream: futures_util::stream::SplitStream<WebSocket>, session: &Session) {
-    while let Some(Ok(msg)) = stream.next().await {
+    while let Some(msg) = stream.next().await {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => return tracing::debug!(error = %e, "WebSocket read failed"),
+        };
         match msg {
             Message::Text(text) => session.on_envelope_frame(Encoding::Json, text.as_bytes()),
             Message::Binary(bin) => session.on_envelope_frame(Encoding::Bincode, &bin),
             Message::Close(_) => break,
-            // Pings are answered by the WebSocket layer itself.
-            Message::Ping(_) | Message::Pong(_) => {}
+            // Pings are answered by the WebSocket layer; they still show the client is there.
+            Message::Ping(_) | Message::Pong(_) => session.on_keepalive(),
         }
     }
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-async fn write(
-    mut sink: Sink,
-    mut queue: tokio::sync::mpsc::Receiver<Outgoing>,
-    session: &Session,
-) {
-    let outbox = session.outbox();
-    let goodbye = loop {
-        tokio::select! {
-            out = queue.recv() => {
-                let Some(out) = out else { return };
-                if send(&mut sink, outbox, &out).await.is_err() {
-                    return;
-                }
-            }
-            goodbye = session.closed() => break goodbye,
+/// Writes queued messages until the socket fails.
+async fn write(sink: &mut Sink, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>, outbox: &Outbox) {
+    while let Some(out) = queue.recv().await {
+        if let Err(e) = send(sink, outbox, &out).await {
+            return tracing::debug!(error = %e, "WebSocket write failed");
         }
-    };
-    let _ = tokio::time::timeout(
-        FLUSH_TIMEOUT,
-        farewell(&mut sink, &mut queue, outbox, goodbye),
-    )
-    .await;
+    }
 }
 
 /// Sends what is still queued, the goodbye, and a close frame.
@@ -131,11 +115,7 @@ async fn farewell(
             return;
         }
     }
-    let bytes = codec::encode_enveloped(
-        outbox.encoding(),
-        proto::CONTROL_CHANNEL,
-        &goodbye.to_message(),
-    );
+    let bytes = codec::encode_enveloped(outbox.encoding(), proto::CONTROL_CHANNEL, &goodbye.to_message());
     if sink.send(frame(outbox.encoding(), bytes)).await.is_err() {
         return;
     }

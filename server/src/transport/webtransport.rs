@@ -27,11 +27,7 @@ use crate::session::{Goodbye, Hub, Opening, Outbox, Outgoing, Session};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts WebTransport sessions until shutdown.
-pub async fn serve(
-    endpoint: Endpoint<endpoint_side::Server>,
-    hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(endpoint: Endpoint<endpoint_side::Server>, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -56,12 +52,7 @@ async fn handle(incoming: IncomingSession, hub: Arc<Hub>) {
         Ok(permit) => permit,
         Err(_) => return request.too_many_requests().await,
     };
-    let claims = match connect
-        .token
-        .as_deref()
-        .map(|t| hub.check_token(t))
-        .transpose()
-    {
+    let claims = match connect.token.as_deref().map(|t| hub.check_token(t)).transpose() {
         Ok(claims) => claims,
         Err(_) => return request.forbidden().await,
     };
@@ -79,9 +70,7 @@ async fn handle(incoming: IncomingSession, hub: Arc<Hub>) {
         transport: "webtransport",
     });
     let span = session.span().clone();
-    drive(conn, session, hub, connect.encoding)
-        .instrument(span)
-        .await;
+    drive(conn, session, hub, connect.encoding).instrument(span).await;
 }
 
 /// What the CONNECT request's path says.
@@ -178,7 +167,7 @@ async fn read_channel(
     loop {
         match read_frame(&mut recv, &mut buf, max).await {
             Ok(true) => session.on_stream_frame(channel, encoding, &buf),
-            Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(channel, len),
+            Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(len),
             Ok(false) | Err(_) => break,
         }
     }
@@ -186,11 +175,7 @@ async fn read_channel(
     channel
 }
 
-async fn write_room(
-    mut send: SendStream,
-    mut queue: mpsc::Receiver<Outgoing>,
-    outbox: Arc<Outbox>,
-) {
+async fn write_room(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, outbox: Arc<Outbox>) {
     let mut buf = Vec::new();
     while let Some(out) = queue.recv().await {
         if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
@@ -201,29 +186,29 @@ async fn write_room(
     let _ = send.finish().await;
 }
 
-async fn write_control(
-    mut send: SendStream,
-    mut queue: mpsc::Receiver<Outgoing>,
-    session: Arc<Session>,
-) {
+async fn write_control(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, session: Arc<Session>) {
     let outbox = session.outbox().clone();
     let mut buf = Vec::new();
-    let goodbye = loop {
-        tokio::select! {
-            out = queue.recv() => {
-                let Some(out) = out else { return };
-                if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
-                    return;
-                }
-            }
-            goodbye = outbox.closed() => break goodbye,
-        }
+    // The end is watched beside the writes, not between them: a write stuck on a
+    // client that stopped reading must not delay the goodbye.
+    let goodbye = tokio::select! {
+        () = write_queue(&mut send, &mut queue, &outbox, &mut buf) => return,
+        goodbye = outbox.closed() => goodbye,
     };
     let _ = tokio::time::timeout(
         FLUSH_TIMEOUT,
         farewell(&mut send, &mut queue, &outbox, goodbye, &mut buf),
     )
     .await;
+}
+
+/// Writes queued messages until the queue ends or the stream fails.
+async fn write_queue(send: &mut SendStream, queue: &mut mpsc::Receiver<Outgoing>, outbox: &Outbox, buf: &mut Vec<u8>) {
+    while let Some(out) = queue.recv().await {
+        if write_one(send, outbox, &out, buf).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn farewell(
@@ -245,12 +230,7 @@ async fn farewell(
     }
 }
 
-async fn write_one(
-    send: &mut SendStream,
-    outbox: &Outbox,
-    out: &Outgoing,
-    buf: &mut Vec<u8>,
-) -> Result<(), ()> {
+async fn write_one(send: &mut SendStream, outbox: &Outbox, out: &Outgoing, buf: &mut Vec<u8>) -> Result<(), ()> {
     proto::frame::encode_frame_into(outbox.encoding(), &*out.msg, buf);
     outbox.written(out);
     send.write_all(buf).await.map_err(|_| ())

@@ -1,0 +1,187 @@
+//! Every session is authenticated: tokens in the URL are checked before the
+//! session exists, tokens in hello before anything else happens.
+
+use std::time::Duration;
+
+use e2e::{Server, Via};
+use proto::client::{Client, ClientError};
+use proto::{ClientMessage, ErrorCode, ServerMessage};
+use server::session::auth::{TokenClaims, now_secs};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
+const WAIT: Duration = Duration::from_secs(5);
+
+fn claims(sub: &str, exp: u64) -> TokenClaims {
+    TokenClaims {
+        sub: sub.into(),
+        exp,
+        nbf: None,
+        iat: None,
+        iss: None,
+        aud: None,
+        rooms: None,
+    }
+}
+
+#[tokio::test]
+async fn a_bad_or_expired_token_in_the_wss_url_gets_401_with_its_code_before_the_upgrade() {
+    let server = Server::start(BIN, &[]);
+    let expired = server.token_with(claims("alice", now_secs() - 120));
+    for (token, code) in [
+        ("not-a-jwt", ErrorCode::AuthFailed),
+        (expired.as_str(), ErrorCode::TokenExpired),
+    ] {
+        let err = server
+            .connect_err(server.options(Via::WebSocket, token).token_in_url(true))
+            .await;
+        match err {
+            ClientError::Rejected { status, code: got, .. } => {
+                assert_eq!(status, Some(401));
+                assert_eq!(got, Some(code));
+            }
+            other => panic!("expected an HTTP refusal, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_token_in_the_webtransport_url_is_refused_before_the_session_is_accepted() {
+    let server = Server::start(BIN, &[]);
+    let err = server
+        .connect_err(server.options(Via::WebTransport, "not-a-jwt").token_in_url(true))
+        .await;
+    assert!(matches!(err, ClientError::Rejected { .. }), "{err:?}");
+    // The refusal cost no session: a good client still gets in.
+    server.connect(Via::WebTransport, "alice").await;
+}
+
+#[tokio::test]
+async fn a_bad_expired_or_missing_token_in_hello_gets_its_error_code_on_both_transports() {
+    let server = Server::start(BIN, &[]);
+    let expired = server.token_with(claims("alice", now_secs() - 120));
+    let forged = server::session::auth::mint_hs256(b"not the server's secret", &claims("alice", now_secs() + 60));
+    for via in [Via::WebTransport, Via::WebSocket] {
+        for (token, code) in [
+            (Some(forged.as_str()), ErrorCode::AuthFailed),
+            (Some(expired.as_str()), ErrorCode::TokenExpired),
+            (None, ErrorCode::AuthRequired),
+        ] {
+            let mut opts = server.options(via, "unused");
+            opts.token = token.map(str::to_owned);
+            let err = server.connect_err(opts).await;
+            assert_eq!(err.code(), Some(code), "{via:?}: {err:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_never_says_hello_is_closed_with_auth_timeout() {
+    let server = Server::start(BIN, &[("auth-timeout-ms", "300")]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        let mut pending = Client::open(server.options(via, &server.token("slowpoke")))
+            .await
+            .unwrap();
+        // Something must reach the server for a WebTransport stream to exist.
+        pending
+            .control()
+            .send(&ClientMessage::Ping { id: None, nonce: 1 })
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(msg) = pending.control().recv_timeout(WAIT).await {
+            got.push(msg);
+        }
+        assert!(
+            matches!(
+                got.first(),
+                Some(ServerMessage::Error {
+                    code: ErrorCode::AuthRequired,
+                    ..
+                })
+            ),
+            "{via:?}: a ping before hello is refused: {got:?}"
+        );
+        assert!(
+            matches!(
+                got.last(),
+                Some(ServerMessage::Goodbye {
+                    code: ErrorCode::AuthTimeout,
+                    ..
+                })
+            ),
+            "{via:?}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_protocol_version_is_refused_with_unsupported_version() {
+    let server = Server::start(BIN, &[]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        let err = server
+            .connect_err(server.options(via, &server.token("old")).version(0))
+            .await;
+        assert_eq!(err.code(), Some(ErrorCode::UnsupportedVersion), "{via:?}");
+    }
+    // A newer client is answered with the version the server speaks.
+    let client = Client::connect(server.options(Via::WebSocket, &server.token("new")).version(99))
+        .await
+        .unwrap();
+    assert_eq!(client.welcome().version, proto::PROTOCOL_VERSION);
+}
+
+#[tokio::test]
+async fn a_second_hello_is_refused_and_the_session_stays_open() {
+    let server = Server::start(BIN, &[]);
+    let mut client = server.connect(Via::WebSocket, "alice").await;
+    client
+        .control()
+        .send(&ClientMessage::Hello {
+            id: Some(5),
+            version: 1,
+            token: None,
+        })
+        .await
+        .unwrap();
+    match client.control().recv_timeout(WAIT).await.unwrap() {
+        ServerMessage::Error { id, code, .. } => {
+            assert_eq!(id, Some(5));
+            assert_eq!(code, ErrorCode::AlreadyAuthenticated);
+        }
+        other => panic!("{other:?}"),
+    }
+    client.ping().await.expect("still open");
+}
+
+#[tokio::test]
+async fn the_rooms_claim_restricts_which_rooms_a_token_may_join() {
+    let server = Server::start(BIN, &[]);
+    let mut c = claims("guest", now_secs() + 600);
+    c.rooms = Some(vec!["lobby".into(), "team-*".into()]);
+    let client = Client::connect(server.options(Via::WebTransport, &server.token_with(c)))
+        .await
+        .unwrap();
+    client.join("lobby").await.expect("lobby is allowed");
+    client.join("team-blue").await.expect("team-* is allowed");
+    let err = client.join("admin").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RoomForbidden));
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_the_log() {
+    let server = Server::start(BIN, &[]);
+    let token = server.token("alice");
+    let _client = Client::connect(server.options(Via::WebSocket, &token)).await.unwrap();
+    let _err = server
+        .connect_err(
+            server
+                .options(Via::WebSocket, "secret-looking-garbage")
+                .token_in_url(true),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = server.log();
+    assert!(log.contains("authenticated"), "the log is being written");
+    assert!(!log.contains(&token));
+    assert!(!log.contains("secret-looking-garbage"));
+}
