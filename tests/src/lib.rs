@@ -41,12 +41,11 @@ impl Server {
         let log = std::fs::File::create(dir.join("server.log")).expect("log file");
         let mut cmd = Command::new(bin);
         cmd.args(["--bind", "127.0.0.1", "--webtransport-port", "0", "--https-port", "0"])
-            .arg("--cert-dir")
-            .arg(dir.join("certs"))
             .args(["--jwt-secret", &secret, "--log-format", "json"]);
-        // Loopback tests open many connections from one address, unless a test
-        // sets these itself.
+        // Defaults a test may override. Loopback tests open many connections from one address.
+        let cert_dir = dir.join("certs").to_string_lossy().into_owned();
         let defaults = [
+            ("cert-dir", cert_dir.as_str()),
             ("connections-per-ip-per-sec", "1000"),
             ("connection-burst-per-ip", "1000"),
         ];
@@ -207,8 +206,23 @@ impl Server {
             .await
             .expect("TLS");
         tls.write_all(raw.as_bytes()).await.expect("write");
+        // Read until the body is complete (by Content-Length) or the server closes.
         let mut bytes = Vec::new();
-        let _ = tls.read_to_end(&mut bytes).await;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match tls.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+            let response = Response::parse(&bytes);
+            let complete = response
+                .header("content-length")
+                .and_then(|l| l.parse::<usize>().ok())
+                .is_some_and(|len| response.body.len() >= len);
+            if complete {
+                return response;
+            }
+        }
         Response::parse(&bytes)
     }
 }
