@@ -11,17 +11,17 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 macro_rules! error_codes {
-    ($( $(#[doc = $doc:literal])* $variant:ident = $num:literal, $name:literal, $status:literal; )*) => {
+    ($( $(#[$attr:meta])* $variant:ident = $num:literal, $name:literal, $status:literal; )*) => {
         /// A stable error code. See `PROTOCOL.md` for when each is sent.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum ErrorCode {
-            $( $(#[doc = $doc])* $variant = $num, )*
+            $( $(#[$attr])* $variant = $num, )*
         }
 
         impl ErrorCode {
-            /// Every code, in numeric order.
+            /// Every code (`Unknown` last).
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
 
             /// The code's stable name, as it appears in JSON.
@@ -101,6 +101,12 @@ error_codes! {
     ShuttingDown = 52, "shutting_down", 503;
     /// Something went wrong inside the server.
     Internal = 60, "internal", 500;
+    /// A code this version of the protocol crate does not know (sent by a newer
+    /// server). Never sent by this server; decoding maps unknown codes to it so
+    /// that an older client still understands that an error happened.
+    // Last, as serde requires of `other`.
+    #[serde(other)]
+    Unknown = 0, "unknown", 500;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -117,8 +123,7 @@ impl Encode for ErrorCode {
 
 impl<Context> Decode<Context> for ErrorCode {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let n = u16::decode(decoder)?;
-        ErrorCode::from_number(n).ok_or(DecodeError::OtherString(format!("unknown error code {n}")))
+        Ok(ErrorCode::from_number(u16::decode(decoder)?).unwrap_or(ErrorCode::Unknown))
     }
 }
 bincode::impl_borrow_decode!(ErrorCode);
@@ -135,6 +140,20 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
     }
+
+    #[test]
+    fn codes_from_a_newer_server_decode_as_unknown() {
+        let json: ErrorCode = serde_json::from_str("\"quantum_flux\"").unwrap();
+        assert_eq!(json, ErrorCode::Unknown);
+        let bytes = crate::codec::encode(crate::Encoding::Bincode, &ServerMessageProbe(999));
+        let decoded: ErrorCode = bincode::decode_from_slice(&bytes, bincode::config::standard())
+            .unwrap()
+            .0;
+        assert_eq!(decoded, ErrorCode::Unknown);
+    }
+
+    #[derive(serde::Serialize, bincode::Encode)]
+    struct ServerMessageProbe(u16);
 
     #[test]
     fn names_and_numbers_are_unique() {

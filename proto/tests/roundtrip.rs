@@ -512,6 +512,12 @@ fn json_of_an_unknown_or_wrong_shape_is_refused() {
         r#"{"type":"signal","to":1,"signal":{"kind":"custom","data":"x"}}"#,
         r#"{"type":"signal","to":"zzzzzzzzzzzzzzzz","signal":{"kind":"custom","data":"x"}}"#,
         r#"{"type":"signal","to":"00000000000000001","signal":{"kind":"custom","data":"x"}}"#,
+        // Peer ids are exactly 16 lowercase hex digits: no uppercase, no sign.
+        r#"{"type":"signal","to":"9E1C4D7A02B8F315","signal":{"kind":"custom","data":"x"}}"#,
+        r#"{"type":"signal","to":"9e1c4d7a02b8f31A","signal":{"kind":"custom","data":"x"}}"#,
+        r#"{"type":"signal","to":"+e1c4d7a02b8f315","signal":{"kind":"custom","data":"x"}}"#,
+        r#"{"type":"signal","to":"-e1c4d7a02b8f315","signal":{"kind":"custom","data":"x"}}"#,
+        r#"{"type":"signal","to":" e1c4d7a02b8f315","signal":{"kind":"custom","data":"x"}}"#,
         r#"{"type":"signal","to":"0000000000000001","signal":{"kind":"candidate","candidate":"","sdpMLineIndex":70000}}"#,
         r#"["hello",1]"#,
         r#""hello""#,
@@ -532,8 +538,10 @@ fn json_of_an_unknown_or_wrong_shape_is_refused() {
         );
     }
     let server_garbage: &[&str] = &[
-        r#"{"type":"error","code":"no_such_code","message":""}"#,
+        // A code is a name; a number (or anything else) is not a code.
         r#"{"type":"error","code":1,"message":""}"#,
+        r#"{"type":"error","code":null,"message":""}"#,
+        r#"{"type":"peer_left","peer_id":"9E1C4D7A02B8F315"}"#,
         r#"{"type":"goodbye","message":"bye"}"#,
         r#"{"type":"ack"}"#,
         r#"{"type":"welcome","version":1,"session_id":"s","peer_id":"0000000000000001","user_id":"u"}"#,
@@ -590,12 +598,9 @@ fn bincode_of_an_unknown_or_wrong_shape_is_refused() {
     }
     let server_cases: &[&[u8]] = &[
         &[11],
-        // `error` with error code numbers that do not exist.
-        &[9, 0, 0, 0],
-        &[9, 0, 99, 0],
-        &[9, 0, 0xfb, 0x0f, 0x27, 0],
-        // `goodbye` with an unknown code.
-        &[10, 7, 0],
+        // An error code number too large for a u16, or not a varint at all.
+        &[9, 0, 0xfc, 0, 0, 1, 0, 0],
+        &[10, 0xff, 0],
         // `joined` claiming a huge member list.
         &[1, 0, 1, b'r', 0xfc, 0xff, 0xff, 0xff, 0xff],
     ];
@@ -605,12 +610,84 @@ fn bincode_of_an_unknown_or_wrong_shape_is_refused() {
             "{bytes:02x?}"
         );
     }
-    // Every known error code number decodes; the numbers between them do not.
-    for n in 0u16..=255 {
-        let bytes = [10u8, n as u8, 0];
-        let ok = codec::decode::<ServerMessage>(Encoding::Bincode, &bytes).is_ok();
-        assert_eq!(ok, ErrorCode::from_number(n).is_some(), "code number {n}");
+}
+
+/// Codes added after a client was built decode as `ErrorCode::Unknown`, in an
+/// `error` or a `goodbye` that is otherwise intact (see PROTOCOL.md, section 10).
+#[test]
+fn error_codes_a_decoder_does_not_know_decode_as_unknown() {
+    let json: &[(&str, ServerMessage)] = &[
+        (
+            r#"{"type":"error","id":5,"code":"quantum_flux","message":"m"}"#,
+            ServerMessage::Error {
+                id: Some(5),
+                code: ErrorCode::Unknown,
+                message: "m".into(),
+            },
+        ),
+        (
+            r#"{"type":"error","code":"","message":""}"#,
+            ServerMessage::Error {
+                id: None,
+                code: ErrorCode::Unknown,
+                message: String::new(),
+            },
+        ),
+        (
+            r#"{"type":"goodbye","code":"RATE_LIMITED","message":"bye"}"#,
+            ServerMessage::Goodbye {
+                code: ErrorCode::Unknown,
+                message: "bye".into(),
+            },
+        ),
+        (
+            r#"{"type":"goodbye","code":"unknown","message":"bye"}"#,
+            ServerMessage::Goodbye {
+                code: ErrorCode::Unknown,
+                message: "bye".into(),
+            },
+        ),
+    ];
+    for (text, want) in json {
+        assert_eq!(
+            &codec::decode::<ServerMessage>(Encoding::Json, text.as_bytes()).unwrap(),
+            want,
+            "{text}"
+        );
+        let (ch, got) = codec::decode_enveloped::<ServerMessage>(Encoding::Json, text.as_bytes()).unwrap();
+        assert_eq!((ch, &got), (0, want), "enveloped {text}");
     }
+    // Every u16 decodes in bincode: a known number as its code, any other as `Unknown`.
+    for n in 0..=u16::MAX {
+        let mut bytes = vec![10u8];
+        bytes.extend(codec::encode(Encoding::Bincode, &n));
+        bytes.push(0);
+        let decoded = codec::decode::<ServerMessage>(Encoding::Bincode, &bytes)
+            .unwrap_or_else(|e| panic!("code number {n}: {e}"));
+        let want = ErrorCode::from_number(n).unwrap_or(ErrorCode::Unknown);
+        assert_eq!(
+            decoded,
+            ServerMessage::Goodbye {
+                code: want,
+                message: String::new()
+            },
+            "code number {n}"
+        );
+    }
+    let error = [9u8, 1, 5, 0xfb, 0x0f, 0x27, 1, b'm'];
+    assert_eq!(
+        codec::decode::<ServerMessage>(Encoding::Bincode, &error).unwrap(),
+        ServerMessage::Error {
+            id: Some(5),
+            code: ErrorCode::Unknown,
+            message: "m".into()
+        }
+    );
+    // `Unknown` itself is 0 and "unknown" on the wire, and never collides with a real code.
+    assert_eq!(ErrorCode::Unknown.number(), 0);
+    assert_eq!(ErrorCode::Unknown.as_str(), "unknown");
+    assert_eq!(ErrorCode::from_number(0), Some(ErrorCode::Unknown));
+    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::Unknown));
 }
 
 #[test]

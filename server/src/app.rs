@@ -59,7 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         v4 => wt_config.with_bind_address(v4),
     };
     let wt_config = wt_config
-        .with_custom_tls(certs.quic_config()?)
+        .with_custom_tls_and_transport(certs.quic_config()?, quic_transport(&config))
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(Duration::from_secs(30)))
         .context("QUIC idle timeout")?
@@ -108,6 +108,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         grace: config.shutdown_grace(),
     })
+}
+
+/// QUIC transport settings: a client may open the control stream and one
+/// stream per room it may join, plus a little slack for streams being closed.
+fn quic_transport(config: &Config) -> wtransport::quinn::TransportConfig {
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(
+        config.max_rooms_per_session.saturating_add(4),
+    ));
+    transport
 }
 
 /// An unspecified bind address shown as the loopback one a local client can use.

@@ -131,7 +131,7 @@ options! {
         max_room_members: u32 = 64, "SIGNAL_MAX_ROOM_MEMBERS";
         /// Rooms one session may be in at once.
         max_rooms_per_session: u32 = 16, "SIGNAL_MAX_ROOMS_PER_SESSION";
-        /// Messages that may wait for a slow reader, per channel, before it is cut off.
+        /// Messages that may wait for a slow reader, per channel (per session on WSS), before it is cut off.
         outbound_queue_messages: u32 = 256, "SIGNAL_OUTBOUND_QUEUE_MESSAGES";
         /// Bytes that may wait for a slow reader, per session, before it is cut off.
         outbound_queue_bytes: u32 = 1_048_576, "SIGNAL_OUTBOUND_QUEUE_BYTES";
@@ -302,6 +302,32 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_readme_documents_every_option() {
+        let readme = include_str!("../../README.md");
+        let config = Config {
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            ..Config::default()
+        };
+        let table = toml::Table::try_from(&config).unwrap();
+        let unset = [
+            "jwt_secret",
+            "jwt_secret_file",
+            "jwt_public_key",
+            "jwt_algorithm",
+            "jwt_issuer",
+            "jwt_audience",
+        ];
+        for key in table.keys().map(String::as_str).chain(unset) {
+            let flag = key.replace('_', "-");
+            assert!(
+                readme.contains(&format!("| `{key}` | `--{flag}` |")),
+                "README.md does not document {key}"
+            );
+        }
     }
 
     #[test]

@@ -225,3 +225,62 @@ async fn a_peer_whose_connection_drops_leaves_its_rooms() {
         }
     }
 }
+
+#[tokio::test]
+async fn joins_sent_at_once_on_several_new_channels_all_succeed() {
+    let server = Server::start(BIN, &[]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        let client = server.connect(via, "eager").await;
+        let mut channels = Vec::new();
+        for _ in 0..3 {
+            channels.push(client.open_channel().await.unwrap());
+        }
+        // Sent in reverse order: on WebTransport the streams race each other.
+        for (n, channel) in channels.iter().enumerate().rev() {
+            channel
+                .send(&ClientMessage::Join {
+                    id: Some(n as u32),
+                    room: format!("eager-{n}"),
+                })
+                .await
+                .unwrap();
+        }
+        for (n, channel) in channels.iter_mut().enumerate() {
+            match channel.recv_timeout(WAIT).await.unwrap() {
+                ServerMessage::Joined { id, room, .. } => {
+                    assert_eq!(id, Some(n as u32));
+                    assert_eq!(room, format!("eager-{n}"));
+                }
+                other => panic!("{via:?}: expected joined, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_left_room_channel_is_finished() {
+    let server = Server::start(BIN, &[]);
+    let alice = server.connect(Via::WebTransport, "alice").await;
+    let mut room = alice.join("brief").await.unwrap();
+    room.send(&ClientMessage::Leave { id: Some(1) }).await.unwrap();
+    assert!(matches!(
+        room.recv_timeout(WAIT).await.unwrap(),
+        ServerMessage::Left { .. }
+    ));
+    // The server finished the stream: nothing more comes on it, and a join sent
+    // on it is ignored rather than half-accepted.
+    let _ = room
+        .send(&ClientMessage::Join {
+            id: Some(2),
+            room: "brief".into(),
+        })
+        .await;
+    assert!(room.recv_timeout(WAIT).await.is_err());
+    let bob = server.connect(Via::WebSocket, "bob").await;
+    let bob_room = bob.join("brief").await.unwrap();
+    assert!(
+        bob_room.members().is_empty(),
+        "alice is not in the room: {:?}",
+        bob_room.members()
+    );
+}

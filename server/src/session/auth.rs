@@ -323,6 +323,46 @@ mod tests {
     }
 
     #[test]
+    fn rs256_public_keys_verify_tokens() {
+        // rcgen cannot make RSA keys; openssl (a test dependency, see scripts/test) can.
+        let dir = std::env::temp_dir().join(format!("signal-auth-rsa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (private, public) = (dir.join("rsa.pem"), dir.join("rsa.pub.pem"));
+        let run = |args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .status()
+                .expect("openssl is installed");
+            assert!(status.success());
+        };
+        run(&[
+            "genpkey".as_ref(),
+            "-algorithm".as_ref(),
+            "RSA".as_ref(),
+            "-out".as_ref(),
+            private.as_os_str(),
+        ]);
+        run(&[
+            "pkey".as_ref(),
+            "-in".as_ref(),
+            private.as_os_str(),
+            "-pubout".as_ref(),
+            "-out".as_ref(),
+            public.as_os_str(),
+        ]);
+        let config = Config {
+            jwt_public_key: Some(public),
+            jwt_algorithm: Some(JwtAlgorithm::Rs256),
+            ..Config::default()
+        };
+        let auth = Authenticator::from_config(&config).unwrap();
+        let key = EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims("dave", now_secs() + 60), &key).unwrap();
+        assert_eq!(&*auth.verify(&token).unwrap().user_id, "dave");
+    }
+
+    #[test]
     fn the_development_secret_is_created_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("signal-devsecret-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -110,6 +110,15 @@ impl Outbox {
         }
     }
 
+    /// Whether `channel` was given a queue of its own and has since been ended
+    /// (the room was left or the join refused): its stream is done.
+    pub fn is_finished(&self, channel: ChannelId) -> bool {
+        match &self.routing {
+            Routing::Shared(_) => false,
+            Routing::PerChannel(routes) => !routes.lock().expect("routes lock").contains_key(&channel),
+        }
+    }
+
     /// Queues `msg` on `channel` without waiting.
     pub fn push(&self, channel: ChannelId, msg: Arc<ServerMessage>) -> Result<(), PushError> {
         if self.end.borrow().is_some() {

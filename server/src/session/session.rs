@@ -43,9 +43,6 @@ struct State {
     budget: Budget,
     /// The rooms joined, by the channel each uses.
     rooms: HashMap<ChannelId, RoomId>,
-    /// The highest channel a join was tried on: room channels are single-use,
-    /// so a channel that was left (or refused) never silently becomes a room again.
-    last_room_channel: ChannelId,
     last_seen: Instant,
 }
 
@@ -84,7 +81,6 @@ impl Session {
             },
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
-            last_room_channel: CONTROL_CHANNEL,
             last_seen: now,
         };
         Arc::new(Self {
@@ -378,13 +374,6 @@ impl Session {
                 format!("this channel is already room {room}"),
             );
         }
-        if channel <= state.last_room_channel {
-            return refuse(
-                ErrorCode::WrongChannel,
-                "room channels are single-use: open a new channel (with a higher id) for each join".into(),
-            );
-        }
-        state.last_room_channel = channel;
         let room = match RoomId::parse(name) {
             Ok(room) => room,
             Err(e) => return refuse(ErrorCode::InvalidRoom, e.to_string()),

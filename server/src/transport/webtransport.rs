@@ -166,7 +166,14 @@ async fn read_channel(
     let max = session.max_frame();
     loop {
         match read_frame(&mut recv, &mut buf, max).await {
-            Ok(true) => session.on_stream_frame(channel, encoding, &buf),
+            Ok(true) => {
+                session.on_stream_frame(channel, encoding, &buf);
+                // A left room's (or refused join's) stream is done: stop reading it,
+                // which also tells the client (STOP_SENDING) and frees the stream.
+                if session.outbox().is_finished(channel) {
+                    break;
+                }
+            }
             Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(len),
             Ok(false) | Err(_) => break,
         }
@@ -189,26 +196,26 @@ async fn write_room(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, o
 async fn write_control(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, session: Arc<Session>) {
     let outbox = session.outbox().clone();
     let mut buf = Vec::new();
-    // The end is watched beside the writes, not between them: a write stuck on a
-    // client that stopped reading must not delay the goodbye.
-    let goodbye = tokio::select! {
-        () = write_queue(&mut send, &mut queue, &outbox, &mut buf) => return,
-        goodbye = outbox.closed() => goodbye,
+    // The end is checked between whole frames only: a frame cut in the middle
+    // would break the client's framing. A write stuck on a client that stopped
+    // reading is cut short by the driver, which closes the connection.
+    let goodbye = loop {
+        tokio::select! {
+            biased;
+            goodbye = outbox.closed() => break goodbye,
+            out = queue.recv() => {
+                let Some(out) = out else { return };
+                if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
+                    return;
+                }
+            }
+        }
     };
     let _ = tokio::time::timeout(
         FLUSH_TIMEOUT,
         farewell(&mut send, &mut queue, &outbox, goodbye, &mut buf),
     )
     .await;
-}
-
-/// Writes queued messages until the queue ends or the stream fails.
-async fn write_queue(send: &mut SendStream, queue: &mut mpsc::Receiver<Outgoing>, outbox: &Outbox, buf: &mut Vec<u8>) {
-    while let Some(out) = queue.recv().await {
-        if write_one(send, outbox, &out, buf).await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn farewell(
