@@ -78,16 +78,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         certs: certs.clone(),
         webtransport_port: wt_addr.port(),
     });
+    // Both listeners keep running until the process exits: during a shutdown
+    // admission refuses new sessions, and /ready answers 503.
     tokio::spawn(transport::webtransport::serve(
         endpoint,
         hub.clone(),
-        shutdown_rx.clone(),
+        config.handshake_timeout(),
     ));
     tokio::spawn(http::serve(
         listener,
         Arc::new(certs.tcp_config()?),
         router,
-        shutdown_rx.clone(),
+        config.handshake_timeout(),
     ));
     tokio::spawn(housekeeping(hub.clone(), certs.clone(), shutdown_rx));
 
@@ -113,10 +115,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// QUIC transport settings: a client may open the control stream and one
 /// stream per room it may join, plus a little slack for streams being closed.
 fn quic_transport(config: &Config) -> wtransport::quinn::TransportConfig {
+    use wtransport::quinn::VarInt;
     let mut transport = wtransport::quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(
-        config.max_rooms_per_session.saturating_add(4),
-    ));
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(config.max_rooms_per_session.saturating_add(4)));
+    // HTTP/3 needs three unidirectional streams (control, QPACK encoder and
+    // decoder); WebTransport unidirectional streams are not used.
+    transport.max_concurrent_uni_streams(VarInt::from_u32(8));
+    // What a client may have in flight: two of the largest frames per stream,
+    // a few streams' worth per connection (quinn's defaults are megabytes).
+    let stream_window = (2 * config.max_frame_bytes).max(64 * 1024);
+    transport.stream_receive_window(VarInt::from_u32(stream_window));
+    transport.receive_window(VarInt::from_u32(stream_window.saturating_mul(4)));
+    transport.datagram_receive_buffer_size(Some(64 * 1024));
     transport
 }
 

@@ -105,6 +105,9 @@ options! {
         cert_dir: PathBuf = PathBuf::from("certs"), "SIGNAL_CERT_DIR";
         /// Clock skew tolerated on exp and nbf, in seconds.
         jwt_leeway_secs: u64 = 30, "SIGNAL_JWT_LEEWAY_SECS";
+        /// A connection must finish its TLS / QUIC handshake and its HTTP request
+        /// (the WebSocket upgrade or WebTransport CONNECT) within this many milliseconds.
+        handshake_timeout_ms: u64 = 10_000, "SIGNAL_HANDSHAKE_TIMEOUT_MS";
         /// A session must say hello (with a token) within this many milliseconds.
         auth_timeout_ms: u64 = 10_000, "SIGNAL_AUTH_TIMEOUT_MS";
         /// A session that sends nothing for this many milliseconds is closed.
@@ -113,15 +116,15 @@ options! {
         max_frame_bytes: u32 = 65_536, "SIGNAL_MAX_FRAME_BYTES";
         /// Sustained messages per second per session.
         messages_per_sec: u32 = 50, "SIGNAL_MESSAGES_PER_SEC";
-        /// Messages a session may send in a burst above the sustained rate.
+        /// Messages a session may send at once (the bucket's size; it refills at messages_per_sec).
         message_burst: u32 = 200, "SIGNAL_MESSAGE_BURST";
         /// Sustained bytes per second per session.
         bytes_per_sec: u32 = 262_144, "SIGNAL_BYTES_PER_SEC";
-        /// Bytes a session may send in a burst (at least max_frame_bytes).
+        /// Bytes a session may send at once (the bucket's size; at least max_frame_bytes).
         byte_burst: u32 = 1_048_576, "SIGNAL_BYTE_BURST";
-        /// Concurrent connections the whole server holds.
+        /// Concurrent sessions the whole server holds (admitted connections).
         max_connections: u32 = 100_000, "SIGNAL_MAX_CONNECTIONS";
-        /// Concurrent connections per client IP (IPv6: per /64).
+        /// Concurrent sessions per client IP (IPv6: per /64).
         max_connections_per_ip: u32 = 64, "SIGNAL_MAX_CONNECTIONS_PER_IP";
         /// New connections per second per client IP, sustained.
         connections_per_ip_per_sec: u32 = 10, "SIGNAL_CONNECTIONS_PER_IP_PER_SEC";
@@ -241,10 +244,26 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
-        if self.auth_timeout_ms == 0 || self.idle_timeout_ms == 0 {
-            return fail("auth_timeout_ms and idle_timeout_ms must be at least 1");
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        let timeouts = [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("auth_timeout_ms", self.auth_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("shutdown_grace_ms", self.shutdown_grace_ms.max(1)),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, ms)| *ms == 0 || *ms > DAY_MS) {
+            return Err(ConfigError::Invalid(format!(
+                "{name} must be between 1 and {DAY_MS} (a day)"
+            )));
+        }
+        if self.jwt_leeway_secs > 3600 {
+            return fail("jwt_leeway_secs must be at most 3600");
         }
         Ok(())
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
     }
 
     pub fn auth_timeout(&self) -> Duration {

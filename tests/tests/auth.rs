@@ -75,16 +75,13 @@ async fn a_bad_expired_or_missing_token_in_hello_gets_its_error_code_on_both_tra
 }
 
 #[tokio::test]
-async fn a_session_that_never_says_hello_is_closed_with_auth_timeout() {
-    let server = Server::start(BIN, &[("auth-timeout-ms", "300")]);
+async fn anything_before_hello_ends_the_session_with_auth_required() {
+    let server = Server::start(BIN, &[]);
     for via in [Via::WebTransport, Via::WebSocket] {
-        let mut pending = Client::open(server.options(via, &server.token("slowpoke")))
-            .await
-            .unwrap();
-        // Something must reach the server for a WebTransport stream to exist.
+        let mut pending = Client::open(server.options(via, &server.token("eager"))).await.unwrap();
         pending
             .control()
-            .send(&ClientMessage::Ping { id: None, nonce: 1 })
+            .send(&ClientMessage::Ping { id: Some(1), nonce: 1 })
             .await
             .unwrap();
         let mut got = Vec::new();
@@ -93,24 +90,62 @@ async fn a_session_that_never_says_hello_is_closed_with_auth_timeout() {
         }
         assert!(
             matches!(
-                got.first(),
-                Some(ServerMessage::Error {
-                    code: ErrorCode::AuthRequired,
-                    ..
-                })
-            ),
-            "{via:?}: a ping before hello is refused: {got:?}"
-        );
-        assert!(
-            matches!(
-                got.last(),
-                Some(ServerMessage::Goodbye {
-                    code: ErrorCode::AuthTimeout,
-                    ..
-                })
+                got.as_slice(),
+                [
+                    ServerMessage::Error {
+                        id: Some(1),
+                        code: ErrorCode::AuthRequired,
+                        ..
+                    },
+                    ServerMessage::Goodbye {
+                        code: ErrorCode::AuthRequired,
+                        ..
+                    },
+                ]
             ),
             "{via:?}: {got:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_never_says_hello_is_closed_with_auth_timeout() {
+    let server = Server::start(BIN, &[("auth-timeout-ms", "300")]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        // The client opens its control channel but says nothing.
+        let mut pending = Client::open(server.options(via, &server.token("slowpoke")))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        match pending.control().recv_timeout(WAIT).await {
+            Ok(ServerMessage::Goodbye { code, .. }) => assert_eq!(code, ErrorCode::AuthTimeout, "{via:?}"),
+            other => panic!("{via:?}: expected a goodbye, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{via:?}: not before the timeout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_ends_with_token_expired_when_its_token_does() {
+    let server = Server::start(BIN, &[("jwt-leeway-secs", "0")]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        let token = server.token_with(claims("brief", now_secs() + 2));
+        let mut client = Client::connect(server.options(via, &token)).await.unwrap();
+        let goodbye = loop {
+            match client
+                .control()
+                .recv_timeout(Duration::from_secs(6))
+                .await
+                .expect("a goodbye")
+            {
+                ServerMessage::Goodbye { code, .. } => break code,
+                _ => continue,
+            }
+        };
+        assert_eq!(goodbye, ErrorCode::TokenExpired, "{via:?}");
     }
 }
 

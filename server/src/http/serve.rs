@@ -11,41 +11,42 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `router` over TLS on `listener` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves `router` over TLS on `listener` for as long as the process runs.
+/// `handshake_timeout` bounds each TLS handshake and each request's headers.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router, handshake_timeout: Duration) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = crate::shutdown::signalled(&mut shutdown) => break,
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, remote, acceptor.clone(), router.clone()));
+        tokio::spawn(connection(
+            tcp,
+            remote,
+            acceptor.clone(),
+            router.clone(),
+            handshake_timeout,
+        ));
     }
 }
 
-async fn connection(tcp: tokio::net::TcpStream, remote: SocketAddr, acceptor: TlsAcceptor, router: Router) {
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    handshake_timeout: Duration,
+) {
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!("TLS handshake timed out"),
@@ -56,7 +57,7 @@ async fn connection(tcp: tokio::net::TcpStream, remote: SocketAddr, acceptor: Tl
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(handshake_timeout)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades()
         .await;

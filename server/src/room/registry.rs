@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use proto::{ChannelId, ErrorCode, Member, PeerId, RequestId, RoomId, ServerMessage};
+use proto::{ChannelId, Member, PeerId, RequestId, RoomId, ServerMessage};
 
-use crate::session::outbox::{Goodbye, Outbox, PushError};
+use crate::session::outbox::Outbox;
 
 const SHARDS: usize = 64;
 
@@ -27,14 +27,10 @@ impl Seat {
         }
     }
 
-    /// Queues `msg` for this seat; cuts the session off if it cannot keep up.
-    fn deliver(&self, msg: Arc<ServerMessage>) {
-        if let Err(PushError::Full) = self.outbox.push(self.channel, msg) {
-            self.outbox.close(Goodbye::new(
-                ErrorCode::SlowConsumer,
-                "the session did not read fast enough and its outbound queue is full",
-            ));
-        }
+    /// Queues `msg` for this seat (a seat that cannot keep up is cut off);
+    /// returns whether it was queued.
+    fn deliver(&self, msg: Arc<ServerMessage>) -> bool {
+        self.outbox.deliver(self.channel, msg)
     }
 }
 
@@ -127,8 +123,12 @@ impl Rooms {
             .get(room)
             .and_then(|r| r.seats.iter().find(|s| s.peer_id == to))
             .ok_or(UnknownPeer)?;
-        seat.deliver(Arc::new(msg));
-        Ok(())
+        // A peer whose session is ending is as good as gone.
+        if seat.deliver(Arc::new(msg)) {
+            Ok(())
+        } else {
+            Err(UnknownPeer)
+        }
     }
 
     /// Delivers `msg` to everyone in `room` but `from`; returns how many got it.
@@ -167,6 +167,7 @@ impl Rooms {
 mod tests {
     use super::*;
     use crate::session::outbox::Outgoing;
+    use proto::ErrorCode;
     use tokio::sync::mpsc;
 
     fn seat(peer: u64) -> (Seat, mpsc::Receiver<Outgoing>) {

@@ -49,6 +49,12 @@ impl TokenBucket {
         ok
     }
 
+    /// Takes `n` tokens even if they are not there, down to minus the burst.
+    pub fn take_into_debt(&mut self, n: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - n).max(-self.burst);
+    }
+
     /// Whether the bucket has refilled completely (nothing to remember about it).
     pub fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -69,6 +75,12 @@ impl Budget {
             messages: TokenBucket::new(limits.messages_per_sec, limits.message_burst, now),
             bytes: TokenBucket::new(limits.bytes_per_sec, limits.byte_burst, now),
         }
+    }
+
+    /// Charges the bytes of a frame that was skipped unread (too large): the
+    /// bytes bucket may go into debt, down to minus its burst.
+    pub fn charge_skipped(&mut self, len: usize, now: Instant) {
+        self.bytes.take_into_debt(len as f64, now);
     }
 
     /// Charges one frame of `len` bytes; on refusal nothing is taken.
@@ -131,6 +143,16 @@ mod tests {
         budget.charge(100, t0).unwrap();
         assert_eq!(budget.charge(1, t0), Err(ErrorCode::ByteRateLimited));
         budget.charge(100, t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn skipped_bytes_put_the_budget_in_debt() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(&limits(1000, 1000, 100, 100), t0);
+        budget.charge_skipped(1_000_000, t0);
+        // Down to -100 (not -999 900): a second at 100 bytes/s before a byte passes again.
+        assert_eq!(budget.charge(1, t0 + Duration::from_millis(900)), Err(ErrorCode::ByteRateLimited));
+        budget.charge(1, t0 + Duration::from_millis(1020)).unwrap();
     }
 
     #[test]

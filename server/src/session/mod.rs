@@ -23,6 +23,6 @@ pub mod outbox;
 pub mod session;
 
 pub use admission::{Permit, Refusal};
-pub use hub::{Hub, Opening};
+pub use hub::{Admitted, Hub};
 pub use outbox::{Goodbye, Outbox, Outgoing};
 pub use session::Session;

@@ -146,6 +146,22 @@ impl Outbox {
         })
     }
 
+    /// Queues `msg` on `channel`; a session that cannot take it is cut off as a
+    /// slow consumer. Returns whether the message was queued.
+    pub fn deliver(&self, channel: ChannelId, msg: Arc<ServerMessage>) -> bool {
+        match self.push(channel, msg) {
+            Ok(()) => true,
+            Err(PushError::Full) => {
+                self.close(Goodbye::new(
+                    ErrorCode::SlowConsumer,
+                    "the session did not read fast enough and its outbound queue is full",
+                ));
+                false
+            }
+            Err(PushError::Gone) => false,
+        }
+    }
+
     /// Called by a writer once `out` is on the wire (or dropped).
     pub fn written(&self, out: &Outgoing) {
         self.queued_bytes.fetch_sub(out.size, Ordering::AcqRel);

@@ -24,17 +24,19 @@ use super::admission::Permit;
 use super::auth::Claims;
 use super::budget::Budget;
 use super::hub::{Hub, Opening};
-use super::outbox::{Goodbye, Outbox, PushError};
+use super::outbox::{Goodbye, Outbox};
 use crate::room::{JoinError, Seat, UnknownPeer};
+
+/// At most one budget violation is reported per this interval.
+const BUDGET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Phase {
     /// Waiting for `hello`; a token from the connect URL may already be checked.
-    AwaitingHello {
-        deadline: Instant,
-        preauth: Option<Claims>,
-    },
+    AwaitingHello { deadline: Instant, preauth: Option<Claims> },
     Open {
         claims: Claims,
+        /// When the token expires (with the configured leeway): the session ends then.
+        expires: Instant,
     },
 }
 
@@ -44,6 +46,9 @@ struct State {
     /// The rooms joined, by the channel each uses.
     rooms: HashMap<ChannelId, RoomId>,
     last_seen: Instant,
+    /// When a budget violation was last reported: a flood gets one error a
+    /// second, not one per dropped frame (every drop is still counted).
+    last_budget_report: Option<Instant>,
 }
 
 pub struct Session {
@@ -82,6 +87,7 @@ impl Session {
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
             last_seen: now,
+            last_budget_report: None,
         };
         Arc::new(Self {
             hub,
@@ -93,6 +99,11 @@ impl Session {
             span,
             _permit: opening.permit,
         })
+    }
+
+    /// Gives `channel` an outbound queue of its own (a stream); returns its receiving end.
+    pub fn add_channel(&self, channel: ChannelId) -> tokio::sync::mpsc::Receiver<super::Outgoing> {
+        self.outbox.add_channel(channel, self.hub.settings.queue_len)
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -127,7 +138,12 @@ impl Session {
     /// A frame longer than the limit, which the transport skipped unread.
     pub fn on_oversized_frame(&self, len: usize) {
         let _enter = self.span.enter();
-        self.state.lock().expect("session lock").last_seen = Instant::now();
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("session lock");
+        state.last_seen = now;
+        // Skipping it still cost its bytes: they come out of the byte budget.
+        state.budget.charge_skipped(len, now);
+        drop(state);
         let max = self.hub.max_frame();
         self.violation(
             ErrorCode::FrameTooLarge,
@@ -162,6 +178,9 @@ impl Session {
                     let _enter = self.span.enter();
                     self.hub.counters.error(goodbye.code);
                     tracing::info!(code = %goodbye.code, reason = %goodbye.message, "session ending");
+                    // Out of every room now, not when the transport has finished
+                    // saying goodbye: nobody should signal a peer that is leaving.
+                    self.leave_all_rooms();
                     return goodbye;
                 }
                 () = crate::shutdown::signalled(&mut shutdown) => {
@@ -183,6 +202,10 @@ impl Session {
             Phase::AwaitingHello { deadline, .. } => (
                 deadline,
                 Goodbye::new(ErrorCode::AuthTimeout, "no hello with a valid token arrived in time"),
+            ),
+            Phase::Open { expires, .. } if expires <= state.last_seen + self.hub.settings.idle_timeout => (
+                expires,
+                Goodbye::new(ErrorCode::TokenExpired, "the session's token has expired"),
             ),
             Phase::Open { .. } => (
                 state.last_seen + self.hub.settings.idle_timeout,
@@ -216,6 +239,14 @@ impl Session {
             );
         }
         if let Err(code) = state.budget.charge(frame.len(), now) {
+            if state
+                .last_budget_report
+                .is_some_and(|at| now.duration_since(at) < BUDGET_REPORT_INTERVAL)
+            {
+                self.hub.counters.error(code);
+                return;
+            }
+            state.last_budget_report = Some(now);
             let limits = &self.hub.settings.limits;
             let message = match code {
                 ErrorCode::RateLimited => format!(
@@ -254,17 +285,18 @@ impl Session {
                     );
                 }
                 if let Some(claims) = self.hello(id, version, token, preauth.take()) {
-                    state.phase = Phase::Open { claims };
+                    let expires = self.hub.settings.expiry_instant(claims.expires_at);
+                    state.phase = Phase::Open { claims, expires };
                     // The idle deadline may come before the authentication deadline did.
                     self.deadline_moved.notify_one();
                 }
             }
             (Phase::AwaitingHello { .. }, _) => {
-                self.error(
-                    channel,
+                // The token comes first: anything else ends the session.
+                self.fatal(
                     id,
                     ErrorCode::AuthRequired,
-                    "send hello with a token first".into(),
+                    "the first message must be hello with a token".into(),
                 );
             }
             (Phase::Open { .. }, ClientMessage::Hello { .. }) => {
@@ -275,7 +307,7 @@ impl Session {
                     "the session is already authenticated".into(),
                 );
             }
-            (Phase::Open { claims }, ClientMessage::Join { id, room }) => {
+            (Phase::Open { claims, .. }, ClientMessage::Join { id, room }) => {
                 let claims = claims.clone();
                 self.join(state, &claims, channel, id, &room);
             }
@@ -517,11 +549,13 @@ impl Session {
     }
 
     fn send(&self, channel: ChannelId, msg: ServerMessage) {
-        if let Err(PushError::Full) = self.outbox.push(channel, Arc::new(msg)) {
-            self.end(Goodbye::new(
-                ErrorCode::SlowConsumer,
-                "the session did not read fast enough and its outbound queue is full",
-            ));
+        self.outbox.deliver(channel, Arc::new(msg));
+    }
+
+    fn leave_all_rooms(&self) {
+        let mut state = self.state.lock().expect("session lock");
+        for (_, room) in state.rooms.drain() {
+            self.hub.rooms.leave(&room, self.peer_id);
         }
     }
 }

@@ -19,9 +19,7 @@ use tracing::Instrument;
 
 use super::FLUSH_TIMEOUT;
 use crate::http::{AppState, refusal_response};
-use crate::session::auth::Claims;
-use crate::session::{Goodbye, Hub, Opening, Outbox, Outgoing, Permit, Session};
-
+use crate::session::{Admitted, Goodbye, Hub, Outbox, Outgoing, Session};
 #[derive(Deserialize)]
 pub struct ConnectQuery {
     token: Option<String>,
@@ -34,35 +32,26 @@ pub async fn upgrade(
     Query(query): Query<ConnectQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let admitted = match app.hub.preflight(remote, query.token.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal_response(&refusal),
+    };
     let hub = app.hub.clone();
-    let permit = match hub.admit(remote) {
-        Ok(permit) => permit,
-        Err(refusal) => return refusal_response(&refusal),
-    };
-    let claims = match query.token.as_deref().map(|t| hub.check_token(t)).transpose() {
-        Ok(claims) => claims,
-        Err(refusal) => return refusal_response(&refusal),
-    };
     ws.max_message_size(HARD_MAX_FRAME)
         .max_frame_size(HARD_MAX_FRAME)
-        .on_upgrade(move |socket| run(socket, hub, permit, claims, remote))
+        .on_upgrade(move |socket| run(socket, hub, admitted))
 }
 
-async fn run(socket: WebSocket, hub: Arc<Hub>, permit: Permit, claims: Option<Claims>, remote: SocketAddr) {
-    let (outbox, mut queue) = Outbox::shared(hub.settings.queue_len, hub.settings.queue_bytes);
-    let session = hub.open_session(Opening {
-        permit,
-        remote,
-        claims,
-        outbox: outbox.clone(),
-        encoding: None,
-        transport: "websocket",
-    });
+async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
+    let (session, mut queue) = hub.open_shared(admitted, "websocket");
+    let outbox = session.outbox().clone();
     let span = session.span().clone();
     let (mut sink, stream) = socket.split();
     async {
         // The session's end is watched here, not between writes: a writer stuck
         // on a client that stopped reading must not keep the session alive.
+        // (Cancelling a WebSocket send is safe: a message is either wholly in
+        // the socket's buffer or not at all.)
         let goodbye = tokio::select! {
             () = write(&mut sink, &mut queue, &outbox) => None,
             () = read(stream, &session) => None,

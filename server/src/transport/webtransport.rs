@@ -14,63 +14,71 @@ use std::time::Duration;
 
 use proto::frame::{FrameError, read_frame};
 use proto::{CONTROL_CHANNEL, ChannelId, Encoding};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use wtransport::endpoint::{IncomingSession, endpoint_side};
-use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use wtransport::{Connection, Endpoint, RecvStream, SendStream, StreamId, VarInt};
 
 use super::FLUSH_TIMEOUT;
-use crate::session::{Goodbye, Hub, Opening, Outbox, Outgoing, Session};
+use crate::session::{Admitted, Goodbye, Hub, Outbox, Outgoing, Session};
 
-/// How long a client gets for the QUIC handshake and the CONNECT request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts WebTransport sessions until shutdown.
-pub async fn serve(endpoint: Endpoint<endpoint_side::Server>, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts WebTransport sessions for as long as the process runs (during a
+/// shutdown, admission refuses new ones).
+pub async fn serve(endpoint: Endpoint<endpoint_side::Server>, hub: Arc<Hub>, handshake_timeout: Duration) {
     loop {
-        tokio::select! {
-            incoming = endpoint.accept() => {
-                tokio::spawn(handle(incoming, hub.clone()));
-            }
-            () = crate::shutdown::signalled(&mut shutdown) => break,
-        }
+        let incoming = endpoint.accept().await;
+        tokio::spawn(handle(incoming, hub.clone(), handshake_timeout));
     }
 }
 
-async fn handle(incoming: IncomingSession, hub: Arc<Hub>) {
+async fn handle(incoming: IncomingSession, hub: Arc<Hub>, handshake_timeout: Duration) {
+    // Everything before the session exists is bounded in time: the QUIC
+    // handshake, the CONNECT request, and the answer to it.
+    let Ok(Some((conn, admitted, encoding))) = tokio::time::timeout(handshake_timeout, establish(incoming, &hub)).await
+    else {
+        return;
+    };
+    let session = hub.open_per_channel(admitted, encoding, "webtransport");
+    let span = session.span().clone();
+    drive(conn, session, encoding).instrument(span).await;
+}
+
+/// Completes the handshake and answers the CONNECT request: refused (404 for an
+/// unknown path or encoding, 403 for a bad URL token, 429 for admission) or
+/// accepted.
+async fn establish(incoming: IncomingSession, hub: &Hub) -> Option<(Connection, Admitted, Encoding)> {
     let remote = incoming.remote_address();
-    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(e)) => return tracing::debug!(error = %e, "WebTransport handshake failed"),
-        Err(_) => return tracing::debug!("WebTransport handshake timed out"),
+    let request = match incoming.await {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebTransport handshake failed");
+            return None;
+        }
     };
     let Some(connect) = ConnectRequest::parse(request.path()) else {
-        return request.not_found().await;
+        request.not_found().await;
+        return None;
     };
-    let permit = match hub.admit(remote) {
-        Ok(permit) => permit,
-        Err(_) => return request.too_many_requests().await,
+    let admitted = match hub.preflight(remote, connect.token.as_deref()) {
+        Ok(admitted) => admitted,
+        // wtransport can answer only 403, 404 or 429.
+        Err(refusal) if refusal.code.http_status() == 401 => {
+            request.forbidden().await;
+            return None;
+        }
+        Err(_) => {
+            request.too_many_requests().await;
+            return None;
+        }
     };
-    let claims = match connect.token.as_deref().map(|t| hub.check_token(t)).transpose() {
-        Ok(claims) => claims,
-        Err(_) => return request.forbidden().await,
-    };
-    let conn = match request.accept().await {
-        Ok(conn) => conn,
-        Err(e) => return tracing::debug!(error = %e, "WebTransport session not established"),
-    };
-    let outbox = Outbox::per_channel(hub.settings.queue_bytes);
-    let session = hub.open_session(Opening {
-        permit,
-        remote,
-        claims,
-        outbox,
-        encoding: Some(connect.encoding),
-        transport: "webtransport",
-    });
-    let span = session.span().clone();
-    drive(conn, session, hub, connect.encoding).instrument(span).await;
+    match request.accept().await {
+        Ok(conn) => Some((conn, admitted, connect.encoding)),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebTransport session not established");
+            None
+        }
+    }
 }
 
 /// What the CONNECT request's path says.
@@ -100,19 +108,28 @@ impl ConnectRequest {
     }
 }
 
+/// The channel of a client-opened bidirectional stream: its index among the
+/// session's streams (the CONNECT request is the session's own stream; the
+/// first stream after it, the control channel, is 0). Derived from the QUIC
+/// stream id, so it does not depend on the order the streams were accepted in.
+fn channel_of(conn: &Connection, stream: StreamId) -> Option<ChannelId> {
+    let connect = conn.session_id().session_stream().into_u64();
+    // Client-initiated bidirectional stream ids go up in steps of 4.
+    let index = stream.into_u64().checked_sub(connect)? / 4;
+    ChannelId::try_from(index.checked_sub(1)?).ok()
+}
+
 /// Runs one session: accepts its streams, and closes it when it ends.
-async fn drive(conn: Connection, session: Arc<Session>, hub: Arc<Hub>, encoding: Encoding) {
+async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
     let mut readers = JoinSet::new();
     let mut writers = JoinSet::new();
     let mut control_writer = None;
-    let mut next_channel: ChannelId = CONTROL_CHANNEL;
     let goodbye = loop {
         tokio::select! {
             stream = conn.accept_bi() => {
                 let Ok((send, recv)) = stream else { break None };
-                let channel = next_channel;
-                next_channel += 1;
-                let queue = session.outbox().add_channel(channel, hub.settings.queue_len);
+                let Some(channel) = channel_of(&conn, send.id()) else { continue };
+                let queue = session.add_channel(channel);
                 if channel == CONTROL_CHANNEL {
                     control_writer = Some(tokio::spawn(write_control(send, queue, session.clone()).in_current_span()));
                 } else {
@@ -121,24 +138,22 @@ async fn drive(conn: Connection, session: Arc<Session>, hub: Arc<Hub>, encoding:
                 readers.spawn(read_channel(recv, channel, session.clone(), encoding).in_current_span());
             }
             goodbye = session.closed() => break Some(goodbye),
-            Some(Ok(channel)) = readers.join_next() => {
-                if channel == CONTROL_CHANNEL {
+            Some(done) = readers.join_next() => {
+                if let Ok(CONTROL_CHANNEL) = done {
                     // The client closed its control stream: it is leaving.
                     break None;
                 }
             }
+            // Rooms that were left: their writers are done.
+            Some(_) = writers.join_next() => {}
         }
     };
     match (goodbye, control_writer) {
-        (Some(goodbye), Some(writer)) => {
-            // The control writer sends what is queued and the goodbye, then finishes.
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
-            conn.close(
-                VarInt::from_u32(u32::from(goodbye.code.number())),
-                goodbye.code.as_str().as_bytes(),
-            );
-        }
-        (Some(goodbye), None) => {
+        (Some(goodbye), writer) => {
+            if let Some(writer) = writer {
+                // The control writer sends what is queued and the goodbye, then finishes.
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
+            }
             conn.close(
                 VarInt::from_u32(u32::from(goodbye.code.number())),
                 goodbye.code.as_str().as_bytes(),
@@ -151,6 +166,7 @@ async fn drive(conn: Connection, session: Arc<Session>, hub: Arc<Hub>, encoding:
             conn.close(VarInt::from_u32(0), b"");
         }
     }
+    tracing::debug!("WebTransport connection closed");
     readers.abort_all();
     writers.abort_all();
 }
