@@ -151,7 +151,10 @@ mod tests {
         let mut budget = Budget::new(&limits(1000, 1000, 100, 100), t0);
         budget.charge_skipped(1_000_000, t0);
         // Down to -100 (not -999 900): a second at 100 bytes/s before a byte passes again.
-        assert_eq!(budget.charge(1, t0 + Duration::from_millis(900)), Err(ErrorCode::ByteRateLimited));
+        assert_eq!(
+            budget.charge(1, t0 + Duration::from_millis(900)),
+            Err(ErrorCode::ByteRateLimited)
+        );
         budget.charge(1, t0 + Duration::from_millis(1020)).unwrap();
     }
 

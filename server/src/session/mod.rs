@@ -6,7 +6,8 @@
 //! - [`auth`]: the JWT that opens a session;
 //! - [`budget`]: the per-session message and byte budgets;
 //! - [`outbox`]: the bounded outbound queues, and the session's end;
-//! - [`session`]: the state machine that takes frames in and decides;
+//! - [`session`]: the state machine that takes frames in, checks them against
+//!   the limits and decodes them; `requests` acts on each decoded message;
 //! - [`hub`]: what all sessions share, and where transports open sessions.
 //!
 //! Transports hand frames in ([`Session::on_stream_frame`],
@@ -19,6 +20,7 @@ pub mod budget;
 pub mod counters;
 pub mod hub;
 pub mod outbox;
+mod requests;
 #[allow(clippy::module_inception)]
 pub mod session;
 

@@ -12,11 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proto::codec::{self, DecodeError};
-use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};
-use proto::{
-    CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId, ServerMessage, Signal,
-    Token,
-};
+use proto::{CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId, ServerMessage};
 use tracing::Span;
 
 use super::addr::MaskedIp;
@@ -25,12 +21,11 @@ use super::auth::Claims;
 use super::budget::Budget;
 use super::hub::{Hub, Opening};
 use super::outbox::{Goodbye, Outbox};
-use crate::room::{JoinError, Seat, UnknownPeer};
 
 /// At most one budget violation is reported per this interval.
 const BUDGET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-enum Phase {
+pub(super) enum Phase {
     /// Waiting for `hello`; a token from the connect URL may already be checked.
     AwaitingHello { deadline: Instant, preauth: Option<Claims> },
     Open {
@@ -40,26 +35,26 @@ enum Phase {
     },
 }
 
-struct State {
-    phase: Phase,
-    budget: Budget,
+pub(super) struct State {
+    pub(super) phase: Phase,
+    pub(super) budget: Budget,
     /// The rooms joined, by the channel each uses.
-    rooms: HashMap<ChannelId, RoomId>,
-    last_seen: Instant,
+    pub(super) rooms: HashMap<ChannelId, RoomId>,
+    pub(super) last_seen: Instant,
     /// When a budget violation was last reported: a flood gets one error a
     /// second, not one per dropped frame (every drop is still counted).
-    last_budget_report: Option<Instant>,
+    pub(super) last_budget_report: Option<Instant>,
 }
 
 pub struct Session {
-    hub: Arc<Hub>,
-    id: String,
-    peer_id: PeerId,
-    outbox: Arc<Outbox>,
-    state: Mutex<State>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) id: String,
+    pub(super) peer_id: PeerId,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) state: Mutex<State>,
     /// Wakes [`Session::closed`] when a deadline may have moved earlier.
-    deadline_moved: tokio::sync::Notify,
-    span: Span,
+    pub(super) deadline_moved: tokio::sync::Notify,
+    pub(super) span: Span,
     _permit: Permit,
 }
 
@@ -272,259 +267,13 @@ impl Session {
         self.error(CONTROL_CHANNEL, None, code, message);
     }
 
-    fn dispatch(&self, state: &mut State, channel: ChannelId, msg: ClientMessage) {
-        let id = msg.request_id();
-        match (&mut state.phase, msg) {
-            (Phase::AwaitingHello { preauth, .. }, ClientMessage::Hello { id, version, token }) => {
-                if channel != CONTROL_CHANNEL {
-                    return self.error(
-                        channel,
-                        id,
-                        ErrorCode::WrongChannel,
-                        "hello goes on the control channel (0)".into(),
-                    );
-                }
-                if let Some(claims) = self.hello(id, version, token, preauth.take()) {
-                    let expires = self.hub.settings.expiry_instant(claims.expires_at);
-                    state.phase = Phase::Open { claims, expires };
-                    // The idle deadline may come before the authentication deadline did.
-                    self.deadline_moved.notify_one();
-                }
-            }
-            (Phase::AwaitingHello { .. }, _) => {
-                // The token comes first: anything else ends the session.
-                self.fatal(
-                    id,
-                    ErrorCode::AuthRequired,
-                    "the first message must be hello with a token".into(),
-                );
-            }
-            (Phase::Open { .. }, ClientMessage::Hello { .. }) => {
-                self.error(
-                    channel,
-                    id,
-                    ErrorCode::AlreadyAuthenticated,
-                    "the session is already authenticated".into(),
-                );
-            }
-            (Phase::Open { claims, .. }, ClientMessage::Join { id, room }) => {
-                let claims = claims.clone();
-                self.join(state, &claims, channel, id, &room);
-            }
-            (Phase::Open { .. }, ClientMessage::Leave { id }) => self.leave(state, channel, id),
-            (Phase::Open { .. }, ClientMessage::Signal { id, to, signal }) => {
-                self.signal(state, channel, id, to, signal)
-            }
-            (Phase::Open { .. }, ClientMessage::Broadcast { id, data }) => {
-                let Some(room) = self.room_of(state, channel, id) else {
-                    return;
-                };
-                self.hub.rooms.broadcast(
-                    &room,
-                    self.peer_id,
-                    ServerMessage::Broadcast {
-                        from: self.peer_id,
-                        data,
-                    },
-                );
-                self.ack(channel, id);
-            }
-            (Phase::Open { .. }, ClientMessage::Ping { id, nonce }) => {
-                self.send(channel, ServerMessage::Pong { id, nonce })
-            }
-        }
-    }
-
-    /// Checks the version and the token; on success sends `welcome`.
-    fn hello(
-        &self,
-        id: Option<RequestId>,
-        version: u16,
-        token: Option<Token>,
-        preauth: Option<Claims>,
-    ) -> Option<Claims> {
-        let Some(version) = negotiate(version) else {
-            self.fatal(
-                id,
-                ErrorCode::UnsupportedVersion,
-                format!("protocol version {version} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"),
-            );
-            return None;
-        };
-        let claims = match (token, preauth) {
-            (Some(token), _) => match self.hub.auth.verify(&token.0) {
-                Ok(claims) => claims,
-                Err(e) => {
-                    self.fatal(id, e.code(), e.to_string());
-                    return None;
-                }
-            },
-            (None, Some(claims)) => claims,
-            (None, None) => {
-                self.fatal(
-                    id,
-                    ErrorCode::AuthRequired,
-                    "no token: put one in hello or in the connect URL".into(),
-                );
-                return None;
-            }
-        };
-        tracing::info!(user = %claims.user_id, version, "authenticated");
-        self.send(
-            CONTROL_CHANNEL,
-            ServerMessage::Welcome {
-                id,
-                version,
-                session_id: self.id.clone(),
-                peer_id: self.peer_id,
-                user_id: claims.user_id.to_string(),
-                limits: self.hub.settings.limits.clone(),
-            },
-        );
-        Some(claims)
-    }
-
-    fn join(&self, state: &mut State, claims: &Claims, channel: ChannelId, id: Option<RequestId>, name: &str) {
-        let refuse = |code, message: String| {
-            self.error(channel, id, code, message);
-            // The channel was opened for this room only; close it again.
-            self.outbox.remove_channel(channel);
-        };
-        if channel == CONTROL_CHANNEL {
-            return self.error(
-                channel,
-                id,
-                ErrorCode::WrongChannel,
-                "join opens a new channel; not on the control channel".into(),
-            );
-        }
-        if let Some(room) = state.rooms.get(&channel) {
-            return self.error(
-                channel,
-                id,
-                ErrorCode::WrongChannel,
-                format!("this channel is already room {room}"),
-            );
-        }
-        let room = match RoomId::parse(name) {
-            Ok(room) => room,
-            Err(e) => return refuse(ErrorCode::InvalidRoom, e.to_string()),
-        };
-        if !claims.rooms.allows(&room) {
-            return refuse(
-                ErrorCode::RoomForbidden,
-                format!("the token does not allow room {room}"),
-            );
-        }
-        if state.rooms.values().any(|r| *r == room) {
-            return refuse(ErrorCode::AlreadyJoined, format!("already in room {room}"));
-        }
-        let max_rooms = self.hub.settings.limits.max_rooms as usize;
-        if state.rooms.len() >= max_rooms {
-            return refuse(
-                ErrorCode::TooManyRooms,
-                format!("a session may be in at most {max_rooms} rooms"),
-            );
-        }
-        let seat = Seat {
-            peer_id: self.peer_id,
-            user_id: claims.user_id.clone(),
-            channel,
-            outbox: self.outbox.clone(),
-        };
-        match self.hub.rooms.join(&room, seat, id) {
-            Ok(()) => {
-                tracing::debug!(%room, channel, "room joined");
-                state.rooms.insert(channel, room);
-            }
-            Err(JoinError::Full) => {
-                let max = self.hub.settings.limits.max_room_members;
-                refuse(ErrorCode::RoomFull, format!("room {room} already has {max} members"));
-            }
-        }
-    }
-
-    fn leave(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>) {
-        let Some(room) = self.room_of(state, channel, id) else {
-            return;
-        };
-        state.rooms.remove(&channel);
-        self.hub.rooms.leave(&room, self.peer_id);
-        tracing::debug!(%room, "room left");
-        self.send(
-            channel,
-            ServerMessage::Left {
-                id,
-                room: room.to_string(),
-            },
-        );
-        self.outbox.remove_channel(channel);
-    }
-
-    fn signal(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
-        let Some(room) = self.room_of(state, channel, id) else {
-            return;
-        };
-        if to == self.peer_id {
-            return self.error(
-                channel,
-                id,
-                ErrorCode::InvalidMessage,
-                "a peer cannot signal itself".into(),
-            );
-        }
-        if let Signal::Offer { sdp } | Signal::Answer { sdp } = &signal
-            && sdp.is_empty()
-        {
-            return self.error(
-                channel,
-                id,
-                ErrorCode::InvalidMessage,
-                "an offer or answer needs an SDP".into(),
-            );
-        }
-        match self.hub.rooms.send_to(
-            &room,
-            to,
-            ServerMessage::Signal {
-                from: self.peer_id,
-                signal,
-            },
-        ) {
-            Ok(()) => self.ack(channel, id),
-            Err(UnknownPeer) => self.error(
-                channel,
-                id,
-                ErrorCode::UnknownPeer,
-                format!("peer {to} is not in room {room}"),
-            ),
-        }
-    }
-
-    /// The room of `channel`, or an error to the client saying there is none.
-    fn room_of(&self, state: &State, channel: ChannelId, id: Option<RequestId>) -> Option<RoomId> {
-        let room = state.rooms.get(&channel).cloned();
-        if room.is_none() {
-            let (code, message) = if channel == CONTROL_CHANNEL {
-                (
-                    ErrorCode::WrongChannel,
-                    "room messages go on the room's channel, not the control channel",
-                )
-            } else {
-                (ErrorCode::NotInRoom, "this channel is not a joined room")
-            };
-            self.error(channel, id, code, message.into());
-        }
-        room
-    }
-
-    fn ack(&self, channel: ChannelId, id: Option<RequestId>) {
+    pub(super) fn ack(&self, channel: ChannelId, id: Option<RequestId>) {
         if let Some(id) = id {
             self.send(channel, ServerMessage::Ack { id });
         }
     }
 
-    fn error(&self, channel: ChannelId, id: Option<RequestId>, code: ErrorCode, message: String) {
+    pub(super) fn error(&self, channel: ChannelId, id: Option<RequestId>, code: ErrorCode, message: String) {
         self.hub.counters.error(code);
         tracing::debug!(%code, %message, "error sent");
         self.send(channel, ServerMessage::Error { id, code, message });
@@ -532,7 +281,7 @@ impl Session {
 
     /// Reports an error that ends the session: the error answers the request,
     /// the goodbye (counted when the session ends) closes it.
-    fn fatal(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
+    pub(super) fn fatal(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
         self.send(
             CONTROL_CHANNEL,
             ServerMessage::Error {
@@ -544,11 +293,11 @@ impl Session {
         self.end(Goodbye::new(code, message));
     }
 
-    fn end(&self, goodbye: Goodbye) {
+    pub(super) fn end(&self, goodbye: Goodbye) {
         self.outbox.close(goodbye);
     }
 
-    fn send(&self, channel: ChannelId, msg: ServerMessage) {
+    pub(super) fn send(&self, channel: ChannelId, msg: ServerMessage) {
         self.outbox.deliver(channel, Arc::new(msg));
     }
 
@@ -568,5 +317,206 @@ impl Drop for Session {
             self.hub.rooms.leave(room, self.peer_id);
         }
         tracing::info!("session closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session layer driven directly, without a socket: frames in, queued
+    //! messages out.
+
+    use proto::{Signal, Token};
+    use tokio::sync::{mpsc, watch};
+
+    use super::*;
+    use crate::config::{Config, Secret};
+    use crate::session::Outgoing;
+    use crate::session::auth::{Authenticator, TokenClaims, mint_hs256, now_secs};
+
+    struct Harness {
+        hub: Arc<Hub>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let config = Config {
+                jwt_secret: Some(Secret("k".into())),
+                ..Config::default()
+            };
+            let (shutdown, rx) = watch::channel(false);
+            let auth = Authenticator::from_config(&config).unwrap();
+            Self {
+                hub: Hub::new(&config, auth, rx),
+                _shutdown: shutdown,
+            }
+        }
+
+        fn session(&self, port: u16) -> (Arc<Session>, mpsc::Receiver<Outgoing>) {
+            let admitted = self.hub.preflight(([192, 0, 2, 1], port).into(), None).unwrap();
+            self.hub.open_shared(admitted, "test")
+        }
+
+        fn token(user: &str) -> Token {
+            let claims = TokenClaims {
+                sub: user.into(),
+                exp: now_secs() + 60,
+                nbf: None,
+                iat: None,
+                iss: None,
+                aud: None,
+                rooms: None,
+            };
+            Token(mint_hs256(b"k", &claims))
+        }
+    }
+
+    fn send(session: &Session, channel: ChannelId, msg: ClientMessage) {
+        session.on_envelope_frame(Encoding::Json, &codec::encode_enveloped(Encoding::Json, channel, &msg));
+    }
+
+    fn next(queue: &mut mpsc::Receiver<Outgoing>) -> (ChannelId, ServerMessage) {
+        let out = queue.try_recv().expect("a queued message");
+        (out.channel, (*out.msg).clone())
+    }
+
+    fn hello(session: &Session, queue: &mut mpsc::Receiver<Outgoing>, user: &str) {
+        send(
+            session,
+            CONTROL_CHANNEL,
+            ClientMessage::Hello {
+                id: Some(1),
+                version: 1,
+                token: Some(Harness::token(user)),
+            },
+        );
+        assert!(matches!(next(queue), (0, ServerMessage::Welcome { id: Some(1), .. })));
+    }
+
+    #[test]
+    fn two_sessions_meet_in_a_room_and_relay_a_signal() {
+        let h = Harness::new();
+        let (alice, mut alice_q) = h.session(1);
+        let (bob, mut bob_q) = h.session(2);
+        hello(&alice, &mut alice_q, "alice");
+        hello(&bob, &mut bob_q, "bob");
+        send(
+            &alice,
+            1,
+            ClientMessage::Join {
+                id: Some(2),
+                room: "r".into(),
+            },
+        );
+        assert!(matches!(next(&mut alice_q), (1, ServerMessage::Joined { members, .. }) if members.is_empty()));
+        send(
+            &bob,
+            5,
+            ClientMessage::Join {
+                id: Some(2),
+                room: "r".into(),
+            },
+        );
+        assert!(matches!(next(&mut bob_q), (5, ServerMessage::Joined { members, .. }) if members.len() == 1));
+        assert!(matches!(next(&mut alice_q), (1, ServerMessage::PeerJoined { .. })));
+        let offer = Signal::Offer { sdp: "v=0".into() };
+        send(
+            &bob,
+            5,
+            ClientMessage::Signal {
+                id: Some(3),
+                to: alice.peer_id(),
+                signal: offer.clone(),
+            },
+        );
+        assert_eq!(next(&mut bob_q), (5, ServerMessage::Ack { id: 3 }));
+        assert_eq!(
+            next(&mut alice_q),
+            (
+                1,
+                ServerMessage::Signal {
+                    from: bob.peer_id(),
+                    signal: offer
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_message_before_hello_ends_the_session_with_auth_required() {
+        let h = Harness::new();
+        let (session, mut queue) = h.session(1);
+        send(&session, CONTROL_CHANNEL, ClientMessage::Ping { id: Some(9), nonce: 1 });
+        assert!(matches!(
+            next(&mut queue),
+            (
+                0,
+                ServerMessage::Error {
+                    id: Some(9),
+                    code: ErrorCode::AuthRequired,
+                    ..
+                }
+            )
+        ));
+        assert_eq!(
+            session.outbox().goodbye().map(|g| g.code),
+            Some(ErrorCode::AuthRequired)
+        );
+    }
+
+    #[test]
+    fn a_dropped_session_leaves_its_rooms_and_frees_its_slot() {
+        let h = Harness::new();
+        let (alice, mut alice_q) = h.session(1);
+        let (bob, mut bob_q) = h.session(2);
+        hello(&alice, &mut alice_q, "alice");
+        hello(&bob, &mut bob_q, "bob");
+        send(
+            &alice,
+            1,
+            ClientMessage::Join {
+                id: None,
+                room: "r".into(),
+            },
+        );
+        send(
+            &bob,
+            1,
+            ClientMessage::Join {
+                id: None,
+                room: "r".into(),
+            },
+        );
+        let _ = (next(&mut alice_q), next(&mut alice_q), next(&mut bob_q));
+        let bob_id = bob.peer_id();
+        assert_eq!(h.hub.admission.open(), 2);
+        drop(bob);
+        assert_eq!(next(&mut alice_q), (1, ServerMessage::PeerLeft { peer_id: bob_id }));
+        assert_eq!(h.hub.admission.open(), 1);
+    }
+
+    #[test]
+    fn budget_violations_are_reported_once_a_second_but_all_counted() {
+        let h = Harness::new();
+        let (session, mut queue) = h.session(1);
+        hello(&session, &mut queue, "flood");
+        let burst = h.hub.settings.limits.message_burst;
+        for nonce in 0..burst + 10 {
+            send(&session, CONTROL_CHANNEL, ClientMessage::Ping { id: None, nonce });
+        }
+        let mut errors = 0;
+        while let Ok(out) = queue.try_recv() {
+            if matches!(
+                &*out.msg,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            ) {
+                errors += 1;
+            }
+        }
+        assert_eq!(errors, 1);
+        assert!(h.hub.counters.errors(ErrorCode::RateLimited) >= 10);
     }
 }

@@ -1,0 +1,263 @@
+//! Requests: what the session does with each decoded client message.
+//!
+//! `hello` opens the session; `join`, `leave`, `signal` and `broadcast` act on
+//! rooms; `ping` is answered. Every refusal is an `error` with its code, on the
+//! request's channel. [`super::session`] checks frames against the limits and
+//! decodes them before they get here.
+
+use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};
+use proto::{
+    CONTROL_CHANNEL, ChannelId, ClientMessage, ErrorCode, PeerId, RequestId, RoomId, ServerMessage, Signal, Token,
+};
+
+use super::auth::Claims;
+use super::session::{Phase, Session, State};
+use crate::room::{JoinError, Seat, UnknownPeer};
+
+impl Session {
+    pub(super) fn dispatch(&self, state: &mut State, channel: ChannelId, msg: ClientMessage) {
+        let id = msg.request_id();
+        match (&mut state.phase, msg) {
+            (Phase::AwaitingHello { preauth, .. }, ClientMessage::Hello { id, version, token }) => {
+                if channel != CONTROL_CHANNEL {
+                    return self.error(
+                        channel,
+                        id,
+                        ErrorCode::WrongChannel,
+                        "hello goes on the control channel (0)".into(),
+                    );
+                }
+                if let Some(claims) = self.hello(id, version, token, preauth.take()) {
+                    let expires = self.hub.settings.expiry_instant(claims.expires_at);
+                    state.phase = Phase::Open { claims, expires };
+                    // The idle deadline may come before the authentication deadline did.
+                    self.deadline_moved.notify_one();
+                }
+            }
+            (Phase::AwaitingHello { .. }, _) => {
+                // The token comes first: anything else ends the session.
+                self.fatal(
+                    id,
+                    ErrorCode::AuthRequired,
+                    "the first message must be hello with a token".into(),
+                );
+            }
+            (Phase::Open { .. }, ClientMessage::Hello { .. }) => {
+                self.error(
+                    channel,
+                    id,
+                    ErrorCode::AlreadyAuthenticated,
+                    "the session is already authenticated".into(),
+                );
+            }
+            (Phase::Open { claims, .. }, ClientMessage::Join { id, room }) => {
+                let claims = claims.clone();
+                self.join(state, &claims, channel, id, &room);
+            }
+            (Phase::Open { .. }, ClientMessage::Leave { id }) => self.leave(state, channel, id),
+            (Phase::Open { .. }, ClientMessage::Signal { id, to, signal }) => {
+                self.signal(state, channel, id, to, signal)
+            }
+            (Phase::Open { .. }, ClientMessage::Broadcast { id, data }) => {
+                let Some(room) = self.room_of(state, channel, id) else {
+                    return;
+                };
+                self.hub.rooms.broadcast(
+                    &room,
+                    self.peer_id,
+                    ServerMessage::Broadcast {
+                        from: self.peer_id,
+                        data,
+                    },
+                );
+                self.ack(channel, id);
+            }
+            (Phase::Open { .. }, ClientMessage::Ping { id, nonce }) => {
+                self.send(channel, ServerMessage::Pong { id, nonce })
+            }
+        }
+    }
+
+    /// Checks the version and the token; on success sends `welcome`.
+    fn hello(
+        &self,
+        id: Option<RequestId>,
+        version: u16,
+        token: Option<Token>,
+        preauth: Option<Claims>,
+    ) -> Option<Claims> {
+        let Some(version) = negotiate(version) else {
+            self.fatal(
+                id,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"),
+            );
+            return None;
+        };
+        let claims = match (token, preauth) {
+            (Some(token), _) => match self.hub.auth.verify(&token.0) {
+                Ok(claims) => claims,
+                Err(e) => {
+                    self.fatal(id, e.code(), e.to_string());
+                    return None;
+                }
+            },
+            (None, Some(claims)) => claims,
+            (None, None) => {
+                self.fatal(
+                    id,
+                    ErrorCode::AuthRequired,
+                    "no token: put one in hello or in the connect URL".into(),
+                );
+                return None;
+            }
+        };
+        tracing::info!(user = %claims.user_id, version, "authenticated");
+        self.send(
+            CONTROL_CHANNEL,
+            ServerMessage::Welcome {
+                id,
+                version,
+                session_id: self.id.clone(),
+                peer_id: self.peer_id,
+                user_id: claims.user_id.to_string(),
+                limits: self.hub.settings.limits.clone(),
+            },
+        );
+        Some(claims)
+    }
+
+    fn join(&self, state: &mut State, claims: &Claims, channel: ChannelId, id: Option<RequestId>, name: &str) {
+        let refuse = |code, message: String| {
+            self.error(channel, id, code, message);
+            // The channel was opened for this room only; close it again.
+            self.outbox.remove_channel(channel);
+        };
+        if channel == CONTROL_CHANNEL {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::WrongChannel,
+                "join opens a new channel; not on the control channel".into(),
+            );
+        }
+        if let Some(room) = state.rooms.get(&channel) {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::WrongChannel,
+                format!("this channel is already room {room}"),
+            );
+        }
+        let room = match RoomId::parse(name) {
+            Ok(room) => room,
+            Err(e) => return refuse(ErrorCode::InvalidRoom, e.to_string()),
+        };
+        if !claims.rooms.allows(&room) {
+            return refuse(
+                ErrorCode::RoomForbidden,
+                format!("the token does not allow room {room}"),
+            );
+        }
+        if state.rooms.values().any(|r| *r == room) {
+            return refuse(ErrorCode::AlreadyJoined, format!("already in room {room}"));
+        }
+        let max_rooms = self.hub.settings.limits.max_rooms as usize;
+        if state.rooms.len() >= max_rooms {
+            return refuse(
+                ErrorCode::TooManyRooms,
+                format!("a session may be in at most {max_rooms} rooms"),
+            );
+        }
+        let seat = Seat {
+            peer_id: self.peer_id,
+            user_id: claims.user_id.clone(),
+            channel,
+            outbox: self.outbox.clone(),
+        };
+        match self.hub.rooms.join(&room, seat, id) {
+            Ok(()) => {
+                tracing::debug!(%room, channel, "room joined");
+                state.rooms.insert(channel, room);
+            }
+            Err(JoinError::Full) => {
+                let max = self.hub.settings.limits.max_room_members;
+                refuse(ErrorCode::RoomFull, format!("room {room} already has {max} members"));
+            }
+        }
+    }
+
+    fn leave(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>) {
+        let Some(room) = self.room_of(state, channel, id) else {
+            return;
+        };
+        state.rooms.remove(&channel);
+        self.hub.rooms.leave(&room, self.peer_id);
+        tracing::debug!(%room, "room left");
+        self.send(
+            channel,
+            ServerMessage::Left {
+                id,
+                room: room.to_string(),
+            },
+        );
+        self.outbox.remove_channel(channel);
+    }
+
+    fn signal(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
+        let Some(room) = self.room_of(state, channel, id) else {
+            return;
+        };
+        if to == self.peer_id {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::InvalidMessage,
+                "a peer cannot signal itself".into(),
+            );
+        }
+        if let Signal::Offer { sdp } | Signal::Answer { sdp } = &signal
+            && sdp.is_empty()
+        {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::InvalidMessage,
+                "an offer or answer needs an SDP".into(),
+            );
+        }
+        match self.hub.rooms.send_to(
+            &room,
+            to,
+            ServerMessage::Signal {
+                from: self.peer_id,
+                signal,
+            },
+        ) {
+            Ok(()) => self.ack(channel, id),
+            Err(UnknownPeer) => self.error(
+                channel,
+                id,
+                ErrorCode::UnknownPeer,
+                format!("peer {to} is not in room {room}"),
+            ),
+        }
+    }
+
+    /// The room of `channel`, or an error to the client saying there is none.
+    fn room_of(&self, state: &State, channel: ChannelId, id: Option<RequestId>) -> Option<RoomId> {
+        let room = state.rooms.get(&channel).cloned();
+        if room.is_none() {
+            let (code, message) = if channel == CONTROL_CHANNEL {
+                (
+                    ErrorCode::WrongChannel,
+                    "room messages go on the room's channel, not the control channel",
+                )
+            } else {
+                (ErrorCode::NotInRoom, "this channel is not a joined room")
+            };
+            self.error(channel, id, code, message.into());
+        }
+        room
+    }
+}
