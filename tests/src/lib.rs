@@ -98,15 +98,7 @@ impl Server {
 
     /// A token for `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
-        self.token_with(TokenClaims {
-            sub: user.into(),
-            exp: now_secs() + 3600,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            rooms: None,
-        })
+        self.token_with(TokenClaims::new(user, now_secs() + 3600))
     }
 
     /// A token with these claims, signed with the server's secret.

@@ -12,15 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
 const WAIT: Duration = Duration::from_secs(5);
 
 fn claims(sub: &str, exp: u64) -> TokenClaims {
-    TokenClaims {
-        sub: sub.into(),
-        exp,
-        nbf: None,
-        iat: None,
-        iss: None,
-        aud: None,
-        rooms: None,
-    }
+    TokenClaims::new(sub, exp)
 }
 
 #[tokio::test]

@@ -69,6 +69,21 @@ pub struct TokenClaims {
     pub rooms: Option<Vec<String>>,
 }
 
+impl TokenClaims {
+    /// Claims for `sub` expiring at `exp` (Unix seconds), nothing else.
+    pub fn new(sub: impl Into<String>, exp: u64) -> Self {
+        Self {
+            sub: sub.into(),
+            exp,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: None,
+            rooms: None,
+        }
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -209,15 +224,7 @@ mod tests {
     use super::*;
 
     fn claims(sub: &str, exp: u64) -> TokenClaims {
-        TokenClaims {
-            sub: sub.into(),
-            exp,
-            nbf: None,
-            iat: None,
-            iss: None,
-            aud: None,
-            rooms: None,
-        }
+        TokenClaims::new(sub, exp)
     }
 
     fn hs256(secret: &str) -> (Authenticator, Vec<u8>) {

@@ -2,7 +2,8 @@
 //!
 //! `hello` opens the session; `join`, `leave`, `signal` and `broadcast` act on
 //! rooms; `ping` is answered. Every refusal is an `error` with its code, on the
-//! request's channel. [`super::session`] checks frames against the limits and
+//! request's channel (errors that end the session go on the control channel,
+//! followed by the `goodbye`). [`super::session`] checks frames against the limits and
 //! decodes them before they get here.
 
 use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};

@@ -222,6 +222,10 @@ impl Session {
         decode: impl FnOnce(&[u8]) -> Result<(ChannelId, ClientMessage), DecodeError>,
     ) {
         let _enter = self.span.enter();
+        // A session that is ending acts on nothing more (it has left its rooms).
+        if self.outbox.goodbye().is_some() {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.state.lock().expect("session lock");
         state.last_seen = now;
@@ -358,15 +362,7 @@ mod tests {
         }
 
         fn token(user: &str) -> Token {
-            let claims = TokenClaims {
-                sub: user.into(),
-                exp: now_secs() + 60,
-                nbf: None,
-                iat: None,
-                iss: None,
-                aud: None,
-                rooms: None,
-            };
+            let claims = TokenClaims::new(user, now_secs() + 60);
             Token(mint_hs256(b"k", &claims))
         }
     }
