@@ -7,7 +7,7 @@
 //! | `GET /ready` | readiness: 200 `{"status":"ready"}`, 503 while shutting down |
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
-//! | `GET /` | the web client's page |
+//! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
 //! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`.
 
@@ -40,6 +40,28 @@ pub fn router(state: AppState) -> Router {
         .expect("a port number makes a valid header");
     Router::new()
         .route("/", get(index))
+        .route(
+            "/signaling.js",
+            get(|| {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../../web-client/signaling.js"),
+                )
+            }),
+        )
+        .route(
+            "/demo.js",
+            get(|| {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../../web-client/demo.js"),
+                )
+            }),
+        )
+        .route(
+            "/demo.css",
+            get(|| asset("text/css; charset=utf-8", include_str!("../../../web-client/demo.css"))),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/cert-hashes", get(cert_hashes))
@@ -101,4 +123,17 @@ async fn cert_hashes(State(state): State<AppState>) -> Response {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../../web-client/index.html"))
+}
+
+/// A file of the web client, compiled into the binary so the server needs no
+/// files at run time.
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -1,0 +1,1 @@
+// placeholder: the web-client issue fills this in
