@@ -313,6 +313,7 @@ async fn a_slow_reader_is_cut_off(via: Via) {
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(cut_off.is_ok(), "bob was never cut off after {sent} bytes");
     let rss_after = server.rss_kib();
+    eprintln!("{via:?}: bob cut off after {sent} bytes; server RSS {rss_before} KiB -> {rss_after} KiB");
     assert!(
         rss_after < rss_before + 64 * 1024,
         "server memory grew from {rss_before} KiB to {rss_after} KiB while {sent} bytes were sent"
