@@ -1,1 +1,935 @@
-// placeholder: the web-client issue fills this in
+/**
+ * The browser client of the signaling server: a dependency-free ES module.
+ *
+ * It speaks the JSON encoding of `proto/PROTOCOL.md` over WebTransport (one
+ * bidirectional stream per channel, frames of a 4-byte big-endian length and
+ * UTF-8 JSON) and falls back to a secure WebSocket (one text message per frame,
+ * the channel in a `ch` field). The token is sent in `hello`, never in a URL.
+ * Lost connections are re-established with backoff and the rooms rejoined.
+ *
+ * @example
+ * import { connect, SignalingError } from "/signaling.js";
+ *
+ * const client = await connect("https://localhost:8443", { token });
+ * client.addEventListener("reconnected", (e) => console.log("back, over", e.detail.transport));
+ * client.addEventListener("closed", (e) => console.log("gone:", e.detail.code));
+ *
+ * try {
+ *   const room = await client.join("lobby");
+ *   room.addEventListener("peer-joined", (e) => call(e.detail.peerId));
+ *   room.addEventListener("signal", (e) => handle(e.detail.from, e.detail.signal));
+ *   room.signal(peerId, { kind: "offer", sdp: offer.sdp });
+ *   pc.onicecandidate = (e) =>
+ *     room.signal(peerId, e.candidate ? { kind: "candidate", ...e.candidate.toJSON() } : { kind: "candidate", candidate: "" });
+ *   await room.leave();
+ * } catch (err) {
+ *   if (err instanceof SignalingError && err.code === "room_full") alert("The room is full");
+ * }
+ * client.close();
+ *
+ * Besides the protocol's error codes (PROTOCOL.md section 10), a SignalingError
+ * or a "closed" event may carry these codes of the client itself:
+ * `connection_failed` (no session could be opened), `connection_lost` (the
+ * connection dropped while a request was pending), `not_connected` (a send
+ * while reconnecting), `timeout`, and `closed` (the client was closed).
+ *
+ * @module signaling
+ */
+
+const PROTOCOL_VERSION = 1;
+const HELLO_ID = 1;
+const OPEN_TIMEOUT_MS = 10_000; // for the WSS handshake and for hello -> welcome: the server's defaults
+const DEFAULT_WEBTRANSPORT_PORT = 4433;
+const HARD_MAX_FRAME = 1 << 20; // 1 MiB: no frame may be longer, in either direction
+const PEER_ID = /^[0-9a-f]{16}$/;
+/** Session ends after which retrying with the same token cannot succeed. */
+const FATAL_CODES = new Set(["auth_required", "auth_failed", "token_expired", "unsupported_version"]);
+/** Errors that are the server's in-band refusal of a session (no fallback to WSS). */
+const refusals = new WeakSet();
+/** Guards the constructors that only this module may call. */
+const INTERNAL = Symbol("internal");
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * @typedef {object} ConnectOptions
+ * @property {string} token The JWT, sent in `hello` (never in a URL, never logged).
+ * @property {"auto"|"webtransport"|"websocket"} [transport] Default "auto": WebTransport, else WSS.
+ * @property {string} [webTransportUrl] Default `https://<host>:<webtransport_port>/?encoding=json`.
+ *   It must select the JSON encoding (the default).
+ * @property {string} [webSocketUrl] Default `wss://<host>:<port of serverUrl>/ws`.
+ * @property {CertificateHash[]} [certificateHashes] Default: from `<serverUrl>/cert-hashes` if self-signed.
+ * @property {number} [webTransportTimeoutMs] Default 3000: a slower WebTransport handshake falls back to WSS.
+ * @property {boolean} [reconnect] Default true.
+ * @property {number} [maxBackoffMs] Default 10000: the ceiling of the reconnect delay (250 ms doubling, jittered).
+ * @property {() => Promise<string>} [refreshToken] Called for a new token before reconnecting
+ *   after `token_expired`; without it, `token_expired` closes the client.
+ */
+/** @typedef {{algorithm: "sha-256", value: BufferSource}} CertificateHash */
+/**
+ * @typedef {{kind: "offer", sdp: string}
+ *   | {kind: "answer", sdp: string}
+ *   | {kind: "candidate", candidate: string, sdpMid?: string|null, sdpMLineIndex?: number|null, usernameFragment?: string|null}
+ *   | {kind: "custom", data: string}} Signal
+ * An empty `candidate` means the end of candidates.
+ */
+/** @typedef {{peerId: string, userId: string}} Member */
+/**
+ * The session's limits as `welcome` announces them (snake_case, as on the wire; see PROTOCOL.md section 9).
+ * @typedef {{max_frame_bytes: number, messages_per_sec: number, message_burst: number, bytes_per_sec: number,
+ *   byte_burst: number, max_rooms: number, max_room_members: number, idle_timeout_ms: number}} SessionLimits
+ */
+
+/** An error of the signaling protocol; `code` is the protocol's error code (or one of the client's own). */
+export class SignalingError extends Error {
+  /** @param {string} code @param {string} [message] */
+  constructor(code, message = code) {
+    super(message);
+    this.name = "SignalingError";
+    /** @type {string} */
+    this.code = code;
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/** @param {EventTarget} target @param {string} type @param {object} detail */
+function emit(target, type, detail) {
+  target.dispatchEvent(new CustomEvent(type, { detail }));
+}
+
+/** An error for the server's refusal of a session, marked so that it is not retried elsewhere. */
+function refusal(code, message) {
+  const err = new SignalingError(code, message);
+  refusals.add(err);
+  return err;
+}
+
+/** @returns {object|null} the JSON object in `text`, or null */
+function parseObject(text) {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A close reason that names an error code (both transports put the goodbye's code there). */
+function codeOfReason(reason) {
+  return typeof reason === "string" && /^[a-z][a-z_]*$/.test(reason) ? reason : null;
+}
+
+/** @template T @param {Promise<T>} promise @param {number} ms @param {string} what @returns {Promise<T>} */
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new SignalingError("timeout", `${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Exponential backoff from 250 ms up to `maxMs`, with "equal jitter" (half fixed, half random). */
+function backoff(attempt, maxMs) {
+  const ceiling = Math.min(maxMs, 250 * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+/** @param {string} hex @returns {Uint8Array|null} */
+function hexToBytes(hex) {
+  if (typeof hex !== "string" || !/^(?:[0-9a-fA-F]{2})+$/.test(hex)) return null;
+  return Uint8Array.from(hex.match(/../g), (byte) => parseInt(byte, 16));
+}
+
+/** The wire form of a signal: only the protocol's fields, absent optional ones omitted. */
+function wireSignal(signal) {
+  const text = (value, field) => {
+    if (typeof value === "string") return value;
+    throw new TypeError(`signal: ${field} must be a string`);
+  };
+  const { kind, sdpMid, sdpMLineIndex, usernameFragment } = signal ?? {};
+  if (kind === "offer" || kind === "answer") return { kind, sdp: text(signal.sdp, "sdp") };
+  if (kind === "custom") return { kind, data: text(signal.data, "data") };
+  if (kind !== "candidate") throw new TypeError(`signal: unknown kind ${JSON.stringify(kind)}`);
+  const candidate = text(signal.candidate ?? "", "candidate"); // "" is the end of candidates
+  return { kind, candidate, sdpMid: sdpMid ?? undefined, sdpMLineIndex: sdpMLineIndex ?? undefined, usernameFragment: usernameFragment ?? undefined };
+}
+
+// ------------------------------------------------------------------ links
+
+/**
+ * One connection (WebTransport or WSS) with its channels. A channel is
+ * `{id, room, request}`: `room` routes its messages, `request` is the pending
+ * join or leave. Messages that arrive while nobody listens are kept in order.
+ */
+class Link {
+  /** @param {"webtransport"|"websocket"} transport */
+  constructor(transport) {
+    this.transport = transport;
+    this.control = { id: 0, room: null, request: null };
+    /** @type {Map<number, any>} room channels by id */
+    this.channels = new Map();
+    this.nextChannelId = 1;
+    this.maxFrameBytes = HARD_MAX_FRAME;
+    this.ended = false;
+    this.backlog = [];
+    this.lostInfo = null;
+    this.onMessage = null;
+    this.onLost = null;
+  }
+
+  /** Sets (or, with nulls, pauses) the listeners; replays what arrived meanwhile. */
+  listen(onMessage, onLost) {
+    this.onMessage = onMessage;
+    this.onLost = onLost;
+    while (this.onMessage && this.backlog.length) this.dispatch(...this.backlog.shift());
+    if (this.onLost && this.lostInfo && !this.backlog.length) this.onLost(this.lostInfo);
+  }
+
+  deliver(channel, msg) {
+    if (this.ended) return;
+    if (this.onMessage) this.dispatch(channel, msg);
+    else this.backlog.push([channel, msg]);
+  }
+
+  /** Hands a message on; a failure to handle one (a malformed message) must not stop the reading. */
+  dispatch(channel, msg) {
+    try {
+      this.onMessage(channel, msg);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  /** A frame that is not JSON: reported like the server reports ours. */
+  badFrame() {
+    this.deliver(this.control, { type: "error", code: "bad_frame", message: "the server sent a frame that is not JSON" });
+  }
+
+  openChannel() {
+    const channel = { id: this.nextChannelId++, room: null, request: null };
+    this.channels.set(channel.id, channel);
+    return channel;
+  }
+
+  /** Sends a message; throws SignalingError `frame_too_large` if it exceeds the session's limit. */
+  send(channel, msg) {
+    if (!this.ended) this.write(channel, msg);
+  }
+
+  checkSize(bytes) {
+    if (bytes <= this.maxFrameBytes) return;
+    throw new SignalingError("frame_too_large", `a frame of ${bytes} bytes exceeds max_frame_bytes (${this.maxFrameBytes})`);
+  }
+
+  /** The transport dropped: ends the link and tells the listener (once). */
+  lost(info) {
+    if (this.ended) return;
+    this.end("connection_lost");
+    this.lostInfo = info;
+    if (this.onLost && !this.backlog.length) this.onLost(info);
+  }
+
+  /** Closes the link on our side; pending requests reject with `code`. */
+  close(code = "connection_lost") {
+    if (this.ended) return;
+    this.backlog.length = 0;
+    this.end(code);
+    this.shutdown();
+  }
+
+  end(code) {
+    this.ended = true;
+    for (const channel of [this.control, ...this.channels.values()]) {
+      const request = channel.request;
+      channel.request = null;
+      request?.reject(new SignalingError(code, code === "closed" ? "the client was closed" : "the connection was lost"));
+    }
+  }
+}
+
+/** WSS: text messages of JSON with the channel in `ch` (omitted for 0). */
+class WebSocketLink extends Link {
+  /** @param {WebSocket} ws */
+  constructor(ws) {
+    super("websocket");
+    this.ws = ws;
+    ws.onmessage = (event) => this.onFrame(event.data);
+    ws.onclose = (event) => this.lost({ code: codeOfReason(event.reason), reason: event.reason || `WebSocket closed (${event.code})` });
+  }
+
+  onFrame(data) {
+    if (typeof data !== "string") return; // binary messages are bincode, which this client never uses
+    const parsed = parseObject(data);
+    if (!parsed) return this.badFrame();
+    const { ch = 0, ...msg } = parsed;
+    const channel = ch === 0 ? this.control : this.channels.get(ch);
+    if (channel) this.deliver(channel, msg);
+  }
+
+  write(channel, msg) {
+    const text = JSON.stringify(channel.id === 0 ? msg : { ch: channel.id, ...msg });
+    this.checkSize(utf8.encode(text).length); // the limit counts the whole enveloped message
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+  }
+
+  /** After `left` or a refused `join` the id is free; this client never reuses ids anyway. */
+  finish(channel) {
+    this.channels.delete(channel.id);
+  }
+
+  shutdown() {
+    this.ws.close(1000);
+  }
+}
+
+/** Opens a WebSocket; resolves once it is open. */
+function openWebSocket(url) {
+  const where = url.split("?")[0];
+  return new Promise((resolve, reject) => {
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      return reject(new SignalingError("connection_failed", `WebSocket ${where}: ${err.message}`));
+    }
+    const timer = setTimeout(() => {
+      ws.close();
+      reject(new SignalingError("timeout", `WebSocket ${where} did not open in time`));
+    }, OPEN_TIMEOUT_MS);
+    ws.onopen = () => {
+      clearTimeout(timer);
+      resolve(new WebSocketLink(ws));
+    };
+    ws.onclose = (event) => {
+      clearTimeout(timer);
+      // A refused upgrade shows only as code 1006: the browser hides the status and body.
+      reject(new SignalingError("connection_failed", `WebSocket ${where} failed (${event.code})`));
+    };
+  });
+}
+
+/** Splits a byte stream into frames: a 4-byte big-endian length, then that many bytes. */
+class FrameReader {
+  buffer = new Uint8Array(0);
+
+  /** @param {Uint8Array} chunk @returns {Uint8Array[]} the frames completed by this chunk */
+  push(chunk) {
+    if (this.buffer.length === 0) {
+      this.buffer = chunk;
+    } else {
+      const joined = new Uint8Array(this.buffer.length + chunk.length);
+      joined.set(this.buffer);
+      joined.set(chunk, this.buffer.length);
+      this.buffer = joined;
+    }
+    const frames = [];
+    while (this.buffer.length >= 4) {
+      const length = new DataView(this.buffer.buffer, this.buffer.byteOffset, 4).getUint32(0);
+      if (length > HARD_MAX_FRAME) throw new SignalingError("frame_too_large", `a frame of ${length} bytes`);
+      if (this.buffer.length < 4 + length) break;
+      frames.push(this.buffer.subarray(4, 4 + length));
+      this.buffer = this.buffer.subarray(4 + length);
+    }
+    return frames;
+  }
+}
+
+/** WebTransport: the first bidirectional stream is the control channel, then one stream per room. */
+class WebTransportLink extends Link {
+  /** @param {WebTransport} wt */
+  constructor(wt) {
+    super("webtransport");
+    this.wt = wt;
+    wt.closed.then(
+      (info) => this.lost({ code: codeOfReason(info?.reason), reason: info?.reason || "WebTransport session closed" }),
+      (err) => this.lost({ code: null, reason: `WebTransport session lost: ${err?.message ?? err}` }),
+    );
+  }
+
+  /** Opens the control stream, which must be the first stream. */
+  start() {
+    this.openStream(this.control);
+    return this.control.writer;
+  }
+
+  openChannel() {
+    const channel = super.openChannel();
+    this.openStream(channel);
+    return channel;
+  }
+
+  openStream(channel) {
+    channel.writer = this.wt.createBidirectionalStream().then((stream) => {
+      this.readFrames(channel, stream.readable);
+      return stream.writable.getWriter();
+    });
+    channel.writer.catch(() => {}); // a stream that cannot open means the session is gone: `closed` says so
+  }
+
+  async readFrames(channel, readable) {
+    const reader = readable.getReader();
+    const frames = new FrameReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        for (const frame of frames.push(value)) this.onFrame(channel, frame);
+      }
+    } catch {
+      // the stream was reset, the session closed, or a frame was longer than any frame may be
+    }
+    // The server finishes a room stream after `left`; the control stream only ends with the session.
+    if (channel === this.control) this.lost({ code: null, reason: "the control stream ended" });
+  }
+
+  onFrame(channel, bytes) {
+    let msg = null;
+    try {
+      msg = parseObject(utf8Decoder.decode(bytes));
+    } catch {
+      // not UTF-8
+    }
+    if (msg) this.deliver(channel, msg);
+    else this.badFrame();
+  }
+
+  write(channel, msg) {
+    const body = utf8.encode(JSON.stringify(msg));
+    this.checkSize(body.length); // the limit counts the message without its length prefix
+    const frame = new Uint8Array(4 + body.length);
+    new DataView(frame.buffer).setUint32(0, body.length);
+    frame.set(body, 4);
+    channel.writer.then((writer) => writer.write(frame)).catch(() => {});
+  }
+
+  /** Finishes our side of a room stream (after `left` or a refused `join`), freeing it. */
+  finish(channel) {
+    this.channels.delete(channel.id);
+    channel.writer.then((writer) => writer.close()).catch(() => {});
+  }
+
+  shutdown() {
+    closeQuietly(this.wt);
+  }
+}
+
+/** The WebTransport URL and the certificate hashes to pin, from the options or `/cert-hashes`. */
+async function webTransportTarget(cfg) {
+  let info = null;
+  if (!cfg.webTransportUrl || !cfg.certificateHashes) {
+    try {
+      const signal = AbortSignal.timeout?.(cfg.webTransportTimeoutMs);
+      const response = await fetch(`${cfg.serverUrl}/cert-hashes`, { cache: "no-store", signal });
+      if (response.ok) info = await response.json();
+    } catch {
+      // Unreachable: go on without hashes; WebTransport then probably fails and WSS takes over.
+    }
+  }
+  const port = info?.webtransport_port ?? DEFAULT_WEBTRANSPORT_PORT;
+  const url = cfg.webTransportUrl ?? `https://${cfg.origin.hostname}:${port}/?encoding=json`;
+  let hashes = cfg.certificateHashes ?? [];
+  if (!cfg.certificateHashes && info?.self_signed && Array.isArray(info.hashes)) {
+    // Pin every hash listed: during a rotation the list holds the served certificate and its successor.
+    hashes = info.hashes.map((h) => ({ algorithm: h.algorithm, value: hexToBytes(h.value) })).filter((h) => h.value);
+  }
+  return { url, hashes };
+}
+
+/** Closes a WebTransport session that may already be closed (or have failed to open). */
+function closeQuietly(wt) {
+  try {
+    wt?.close({ closeCode: 0, reason: "" });
+  } catch {
+    // already closed
+  }
+}
+
+/** Opens a WebTransport session and its control stream, within `webTransportTimeoutMs`. */
+async function openWebTransport(cfg) {
+  if (typeof globalThis.WebTransport !== "function") {
+    throw new SignalingError("connection_failed", "this browser has no WebTransport");
+  }
+  const { url, hashes } = await webTransportTarget(cfg);
+  let wt;
+  try {
+    wt = new WebTransport(url, hashes.length ? { serverCertificateHashes: hashes } : {});
+    wt.closed.catch(() => {});
+    const link = new WebTransportLink(wt);
+    await withTimeout(wt.ready.then(() => link.start()), cfg.webTransportTimeoutMs, "the WebTransport handshake");
+    return link;
+  } catch (err) {
+    closeQuietly(wt);
+    throw new SignalingError(err?.code === "timeout" ? "timeout" : "connection_failed", `WebTransport: ${err?.message ?? err}`);
+  }
+}
+
+/** Says `hello` and waits for `welcome`; rejects on the server's refusal, a drop or a timeout. */
+function handshake(link, token) {
+  return new Promise((resolve, reject) => {
+    const fail = (err) => {
+      clearTimeout(timer);
+      link.close();
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new SignalingError("timeout", "no welcome from the server")), OPEN_TIMEOUT_MS);
+    const onMessage = (channel, msg) => {
+      if (channel !== link.control) return;
+      if (msg.type === "welcome") {
+        clearTimeout(timer);
+        link.listen(null, null); // hold what follows until the client listens
+        resolve(msg);
+      } else if (msg.type === "goodbye" || (msg.type === "error" && msg.id === HELLO_ID)) {
+        // A failed hello: `error` (with the hello's id) then `goodbye`, same code. Errors without
+        // an id (bad_frame, rate_limited, ...) are not fatal: the server keeps waiting.
+        fail(refusal(msg.code, msg.message));
+      }
+    };
+    const onLost = (info) => fail(info.code ? refusal(info.code, info.reason) : new SignalingError("connection_failed", info.reason));
+    link.listen(onMessage, onLost);
+    link.send(link.control, { type: "hello", id: HELLO_ID, version: PROTOCOL_VERSION, token });
+  });
+}
+
+/** Opens a link (WebTransport first in "auto" mode) and has it welcomed. */
+async function openSession(cfg, token) {
+  const tryWebTransport =
+    cfg.transport === "webtransport" || (cfg.transport === "auto" && typeof globalThis.WebTransport === "function");
+  if (tryWebTransport) {
+    try {
+      const link = await openWebTransport(cfg);
+      return { link, welcome: await handshake(link, token) };
+    } catch (err) {
+      // The server was reached and refused the session (e.g. auth_failed): WSS would fare no better.
+      if (cfg.transport === "webtransport" || refusals.has(err)) throw err;
+    }
+  }
+  const link = await openWebSocket(cfg.webSocketUrl);
+  return { link, welcome: await handshake(link, token) };
+}
+
+/** Checks the options and fills in the defaults. The token is kept apart, so it cannot leak with them. */
+function normalizeOptions(serverUrl, options) {
+  const origin = new URL(serverUrl);
+  if (typeof options?.token !== "string" || options.token === "") throw new TypeError("connect: options.token is required");
+  const transport = options.transport ?? "auto";
+  if (!["auto", "webtransport", "websocket"].includes(transport)) throw new TypeError(`connect: unknown transport "${transport}"`);
+  return {
+    serverUrl: origin.href.replace(/\/+$/, ""),
+    origin,
+    transport,
+    webTransportUrl: options.webTransportUrl,
+    webSocketUrl: options.webSocketUrl ?? `${origin.protocol === "http:" ? "ws:" : "wss:"}//${origin.host}/ws`,
+    certificateHashes: options.certificateHashes,
+    webTransportTimeoutMs: options.webTransportTimeoutMs ?? 3000,
+    reconnect: options.reconnect ?? true,
+    maxBackoffMs: options.maxBackoffMs ?? 10_000,
+    refreshToken: options.refreshToken,
+  };
+}
+
+// ----------------------------------------------------------------- public
+
+/**
+ * Connects to the signaling server and opens a session.
+ * Rejects with a SignalingError: the server's code if it refused the session
+ * (`auth_failed`, `token_expired`, `auth_required`, `unsupported_version`, ...),
+ * else `connection_failed` or `timeout`.
+ * @param {string} serverUrl The server's HTTPS origin, e.g. "https://localhost:8443".
+ * @param {ConnectOptions} options
+ * @returns {Promise<SignalingClient>}
+ */
+export async function connect(serverUrl, options) {
+  const cfg = normalizeOptions(serverUrl, options);
+  const { link, welcome } = await openSession(cfg, options.token);
+  return new SignalingClient(INTERNAL, cfg, options.token, link, welcome);
+}
+
+/**
+ * A session with the server, re-established after a drop. Get one from `connect()`.
+ *
+ * Events (CustomEvent, data in `detail`):
+ * - "transport" `{transport}`: a session was established (the first one is dispatched
+ *   in a later task, so listeners added right after `await connect()` see it);
+ * - "reconnecting" `{attempt, delayMs, reason}`: the next attempt comes in `delayMs`;
+ * - "reconnected" `{transport, rooms}`: a new session is up and every room rejoined;
+ * - "error" `{code, message}`: an error on the control channel (e.g. `rate_limited`);
+ * - "goodbye" `{code, message}`: the server ended the session;
+ * - "closed" `{code, reason}`: final, no more reconnects (`code` is `closed` after `close()`).
+ */
+export class SignalingClient extends EventTarget {
+  /** @type {"webtransport"|"websocket"} */ transport;
+  /** This session's peer id: 16 lowercase hex digits. @type {string} */ peerId;
+  /** @type {string} */ userId;
+  /** @type {string} */ sessionId;
+  /** @type {SessionLimits} */ limits;
+  /** The joined rooms, by name. @type {Map<string, Room>} */ rooms = new Map();
+
+  #cfg;
+  #token;
+  /** @type {Link|null} */ #link = null;
+  #closed = false;
+  #reconnecting = false;
+  #needToken = false;
+  #requestId = HELLO_ID;
+  #nonce = 0;
+  #pingTimer = undefined;
+  #wake = null;
+  #waiters = [];
+
+  /** @hideconstructor */
+  constructor(key, cfg, token, link, welcome) {
+    if (key !== INTERNAL) throw new TypeError("use connect() to create a SignalingClient");
+    super();
+    this.#cfg = cfg;
+    this.#token = token;
+    this.#adopt(link, welcome);
+    setTimeout(() => this.#link === link && emit(this, "transport", { transport: link.transport }), 0);
+  }
+
+  /**
+   * Joins a room. Waits for the session if the client is reconnecting.
+   * @param {string} name
+   * @returns {Promise<Room>} rejects with SignalingError (`room_full`, `invalid_room`, `room_forbidden`, ...)
+   */
+  async join(name) {
+    if (this.#closed) throw new SignalingError("closed", "the client is closed");
+    if (this.rooms.has(name)) throw new SignalingError("already_joined", `already in room ${name}`);
+    const room = new Room(INTERNAL, this, name);
+    const link = await this.#whenConnected();
+    await this.#joinOn(link, room);
+    this.rooms.set(name, room);
+    return room;
+  }
+
+  /** Closes for good: no reconnect. Emits "closed". */
+  close() {
+    this.#finish("closed", "closed by the application");
+  }
+
+  /** @internal Sends a room message on the room's channel. */
+  _send(room, msg) {
+    if (this.#closed) throw new SignalingError("closed", "the client is closed");
+    if (this.rooms.get(room.name) !== room) throw new SignalingError("not_in_room", `not in room ${room.name}`);
+    if (!this.#link || !room._channel) throw new SignalingError("not_connected", "reconnecting; try again later");
+    this.#link.send(room._channel, msg);
+  }
+
+  /** @internal Leaves a room; resolves on `left` (or at once if there is no session to leave). */
+  async _leave(room) {
+    if (this.rooms.get(room.name) !== room) return;
+    const link = this.#link;
+    if (link && room._channel) {
+      try {
+        await this.#request(link, room._channel, "leave", (id) => ({ type: "leave", id }));
+      } catch (err) {
+        // A lost session has left its rooms already.
+        if (err.code !== "connection_lost" && err.code !== "closed") throw err;
+      }
+    }
+    room._detach(false);
+    if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+  }
+
+  #adopt(link, welcome) {
+    this.#link = link;
+    this.#requestId = HELLO_ID;
+    this.transport = link.transport;
+    this.peerId = welcome.peer_id;
+    this.userId = welcome.user_id;
+    this.sessionId = welcome.session_id;
+    this.limits = welcome.limits;
+    link.maxFrameBytes = Math.min(HARD_MAX_FRAME, welcome.limits?.max_frame_bytes ?? HARD_MAX_FRAME);
+    this.#startPing(link);
+    for (const waiter of this.#waiters.splice(0)) waiter.resolve();
+    link.listen(
+      (channel, msg) => this.#onMessage(link, channel, msg),
+      (info) => this.#onLost(link, info),
+    );
+  }
+
+  /** Keeps the session alive: a `ping` every third of the idle timeout. */
+  #startPing(link) {
+    const every = Math.max(1000, Math.floor((this.limits?.idle_timeout_ms ?? 60_000) / 3));
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = setInterval(() => {
+      this.#nonce = (this.#nonce + 1) >>> 0;
+      link.send(link.control, { type: "ping", nonce: this.#nonce });
+    }, every);
+  }
+
+  #nextId() {
+    this.#requestId = this.#requestId >= 0xffff_ffff ? HELLO_ID + 1 : this.#requestId + 1;
+    return this.#requestId;
+  }
+
+  /** Sends a join or leave with a request id; settles on the matching answer on that channel. */
+  #request(link, channel, type, build) {
+    return new Promise((resolve, reject) => {
+      const id = this.#nextId();
+      channel.request = { id, type, resolve, reject };
+      link.send(channel, build(id));
+    });
+  }
+
+  async #joinOn(link, room) {
+    const channel = link.openChannel();
+    channel.room = room;
+    await this.#request(link, channel, "join", (id) => ({ type: "join", id, room: room.name }));
+  }
+
+  async #whenConnected() {
+    while (!this.#link) {
+      if (this.#closed) throw new SignalingError("closed", "the client is closed");
+      await new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    }
+    return this.#link;
+  }
+
+  #onMessage(link, channel, msg) {
+    if (channel === link.control) return this.#onControl(link, msg);
+    const request = channel.request;
+    if (request && msg.id === request.id && ["joined", "left", "error"].includes(msg.type)) {
+      channel.request = null;
+      // Handled at once, so that what follows on the channel finds the room up to date.
+      if (msg.type === "joined") channel.room._attach(channel, msg.members ?? []);
+      // `left` and a refused `join` end the channel: finish our side too.
+      if (msg.type === "left" || (msg.type === "error" && request.type === "join")) link.finish(channel);
+      if (msg.type === "error") request.reject(new SignalingError(msg.code, msg.message));
+      else request.resolve(msg);
+      return;
+    }
+    if (channel.room?._channel === channel) channel.room._onMessage(msg);
+  }
+
+  #onControl(link, msg) {
+    if (msg.type === "error") {
+      emit(this, "error", { code: msg.code, message: msg.message });
+    } else if (msg.type === "goodbye") {
+      // Always the server's last message; the connection closes right after it.
+      emit(this, "goodbye", { code: msg.code, message: msg.message });
+      this.#dropped(link, msg.code, msg.message);
+    }
+    // `pong` needs no handling: the pings are there to reset the server's idle timer.
+  }
+
+  /** The connection dropped without a goodbye; its close reason may still name the code. */
+  #onLost(link, info) {
+    if (link !== this.#link) return;
+    if (info.code) emit(this, "goodbye", { code: info.code, message: info.reason });
+    this.#dropped(link, info.code ?? "connection_lost", info.reason);
+  }
+
+  /** The session is over: reconnect, or close for good. */
+  #dropped(link, code, message) {
+    if (link !== this.#link || this.#closed) return;
+    this.#link = null;
+    clearInterval(this.#pingTimer);
+    link.close("connection_lost");
+    for (const room of this.rooms.values()) room._channel = null;
+    if (code === "token_expired" && this.#cfg.refreshToken) {
+      // The server cannot take a new token in-band (yet): a new session needs one from the application.
+      this.#needToken = true;
+      this.#reconnect(code);
+    } else if (FATAL_CODES.has(code) || !this.#cfg.reconnect) {
+      this.#finish(code, message);
+    } else {
+      this.#reconnect(code); // shutting_down, idle_timeout, slow_consumer, a plain drop, ...
+    }
+  }
+
+  async #reconnect(reason) {
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
+    const session = await this.#retry(reason);
+    this.#reconnecting = false;
+    if (!session) return;
+    const { link, welcome } = session;
+    this.#adopt(link, welcome);
+    if (this.#link !== link) return;
+    emit(this, "transport", { transport: link.transport });
+    await Promise.all([...this.rooms.values()].map((room) => this.#rejoin(link, room)));
+    if (this.#link === link) emit(this, "reconnected", { transport: link.transport, rooms: [...this.rooms.keys()] });
+  }
+
+  /** Retries with backoff until a session is welcomed; null if the client closed meanwhile. */
+  async #retry(reason) {
+    for (let attempt = 1; ; attempt++) {
+      if (this.#closed) return null;
+      const delayMs = backoff(attempt, this.#cfg.maxBackoffMs);
+      emit(this, "reconnecting", { attempt, delayMs, reason });
+      await this.#sleep(delayMs);
+      if (this.#closed) return null;
+      if (this.#needToken && !(await this.#refreshToken())) return null;
+      try {
+        const session = await openSession(this.#cfg, this.#token);
+        if (!this.#closed) return session;
+        session.link.close("closed");
+        return null;
+      } catch (err) {
+        reason = err.code;
+        if (err.code === "token_expired" && this.#cfg.refreshToken) {
+          this.#needToken = true;
+        } else if (refusals.has(err) && FATAL_CODES.has(err.code)) {
+          emit(this, "goodbye", { code: err.code, message: err.message });
+          this.#finish(err.code, err.message);
+          return null;
+        }
+      }
+    }
+  }
+
+  /**
+   * Gets a new token for the next session after `token_expired`. TODO: the server cannot
+   * refresh a session's token in-band yet, so an expired token always means a new session.
+   */
+  async #refreshToken() {
+    try {
+      this.#token = await this.#cfg.refreshToken();
+      this.#needToken = false;
+      return true;
+    } catch (err) {
+      this.#finish("token_expired", `refreshToken failed: ${err?.message ?? err}`);
+      return false;
+    }
+  }
+
+  /** Rejoins a room on a new session; a refusal (e.g. room_full) loses the room. */
+  async #rejoin(link, room) {
+    room._channel = null; // nothing goes out for the room until it is joined again
+    try {
+      await this.#joinOn(link, room);
+    } catch (err) {
+      if (err.code === "connection_lost" || err.code === "closed") return; // the next session tries again
+      if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+      room._detach(true);
+      emit(room, "error", { code: err.code, message: `could not rejoin the room: ${err.message}` });
+      return;
+    }
+    if (this.rooms.get(room.name) !== room && link === this.#link && room._channel) {
+      // Left while it was being rejoined: leave on the server too.
+      const channel = room._channel;
+      room._detach(false);
+      this.#request(link, channel, "leave", (id) => ({ type: "leave", id })).catch(() => {});
+    }
+  }
+
+  #sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = null;
+        resolve();
+      };
+    });
+  }
+
+  #finish(code, reason) {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#pingTimer);
+    this.#wake?.();
+    const link = this.#link;
+    this.#link = null;
+    link?.close("closed");
+    for (const room of this.rooms.values()) room._channel = null;
+    const closed = new SignalingError("closed", "the client is closed");
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
+    emit(this, "closed", { code, reason });
+  }
+}
+
+/**
+ * A joined room. Get one from `client.join()`; after a reconnect it is the same object.
+ *
+ * Events (CustomEvent, data in `detail`): "peer-joined" `{peerId, userId}`,
+ * "peer-left" `{peerId}`, "signal" `{from, signal}`, "broadcast" `{from, data}`,
+ * "error" `{code, message}` (a failed request, or a room lost on rejoining).
+ */
+export class Room extends EventTarget {
+  /** @type {string} */ name;
+  /** The other members, by peer id. @type {Map<string, Member>} */ members = new Map();
+  /** @internal */ _client;
+  /** @internal the room's channel on the current session, null while there is none */ _channel = null;
+  /** @internal */ _leaving = null;
+
+  /** @hideconstructor */
+  constructor(key, client, name) {
+    if (key !== INTERNAL) throw new TypeError("use client.join() to get a Room");
+    super();
+    this._client = client;
+    this.name = name;
+  }
+
+  /**
+   * Relays a signal to one member. Throws SignalingError `not_in_room`,
+   * `not_connected` (while reconnecting) or `frame_too_large`, and TypeError for a bad argument.
+   * @param {string} to the member's peer id (16 lowercase hex digits)
+   * @param {Signal} signal
+   */
+  signal(to, signal) {
+    if (typeof to !== "string" || !PEER_ID.test(to)) throw new TypeError(`signal: ${JSON.stringify(to)} is not a peer id`);
+    this._client._send(this, { type: "signal", to, signal: wireSignal(signal) });
+  }
+
+  /** Relays a string to every other member. @param {string} data */
+  broadcast(data) {
+    if (typeof data !== "string") throw new TypeError("broadcast: data must be a string");
+    this._client._send(this, { type: "broadcast", data });
+  }
+
+  /** Leaves the room. @returns {Promise<void>} resolves on `left` */
+  leave() {
+    this._leaving ??= this._client._leave(this).finally(() => (this._leaving = null));
+    return this._leaving;
+  }
+
+  /** @internal The room's channel answered `joined`: brings `members` up to date, with events. */
+  _attach(channel, list) {
+    this._channel = channel;
+    const next = new Map(list.map((m) => [m.peer_id, { peerId: m.peer_id, userId: m.user_id }]));
+    for (const peerId of [...this.members.keys()]) {
+      if (!next.has(peerId)) this.#peerLeft(peerId);
+    }
+    for (const [peerId, member] of next) {
+      if (!this.members.has(peerId)) this.#peerJoined(member);
+    }
+  }
+
+  /** @internal The room is no longer joined; with `announce`, every member leaves with an event. */
+  _detach(announce) {
+    this._channel = null;
+    if (!announce) return this.members.clear();
+    for (const peerId of [...this.members.keys()]) this.#peerLeft(peerId);
+  }
+
+  /** @internal A message on the room's channel. */
+  _onMessage(msg) {
+    switch (msg.type) {
+      case "peer_joined":
+        return this.#peerJoined({ peerId: msg.peer.peer_id, userId: msg.peer.user_id });
+      case "peer_left":
+        return this.#peerLeft(msg.peer_id);
+      case "signal":
+        return emit(this, "signal", { from: msg.from, signal: msg.signal });
+      case "broadcast":
+        return emit(this, "broadcast", { from: msg.from, data: msg.data });
+      case "error":
+        return emit(this, "error", { code: msg.code, message: msg.message });
+      // `ack` and `pong` are never asked for on a room channel
+    }
+  }
+
+  #peerJoined(member) {
+    this.members.set(member.peerId, member);
+    emit(this, "peer-joined", { peerId: member.peerId, userId: member.userId });
+  }
+
+  #peerLeft(peerId) {
+    if (!this.members.delete(peerId)) return;
+    emit(this, "peer-left", { peerId });
+  }
+}

@@ -1,0 +1,333 @@
+// Runs one real-browser scenario against a running signaling server and
+// prints its outcome as one JSON line on stdout (exit 0), or an error as one
+// JSON line {"ok":false,"error":...} (exit 1). Diagnostics (the pages' console,
+// their event logs) go to stderr. tests/tests/browser.rs starts the server and
+// runs this; by hand:
+//
+//   node tests/browser/run.mjs <scenario> '<config JSON>'
+//
+// config: {
+//   "server": "https://localhost:8443",      the server's HTTPS origin
+//   "webTransportPort": 4433,                its WebTransport (UDP) port
+//   "hashes": ["<64 hex digits>", ...],      its certificate hashes
+//   "tokens": {"alice": "<jwt>", "bob": "<jwt>"},
+//   "deadUdpPort": 40000,                    (fallback) a UDP port nobody listens on
+//   "screenshot": "/path/demo.png"           (demo-screenshot) where to save it
+// }
+//
+// Scenarios: webtransport, websocket, mixed, fallback (two peers on test pages
+// with a data channel between them), bad-token, demo-screenshot (the demo
+// page served by the server).
+//
+// It serves web-client/ (the real /signaling.js) and fixtures/ over plain HTTP
+// on 127.0.0.1 (pages open it as http://localhost:<port>, a secure context) and
+// drives the system's Chromium (/usr/bin/chromium, or $CHROMIUM) headless with
+// playwright-core: no browser is downloaded.
+
+import { createServer } from "node:http";
+import { readFile, mkdir } from "node:fs/promises";
+import { dirname, extname, join, normalize, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+// $WEB_CLIENT_DIR serves another build of the client instead of web-client/.
+const ROOTS = [join(HERE, "fixtures"), process.env.WEB_CLIENT_DIR || join(HERE, "..", "..", "web-client")];
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  // Real host candidates (not mDNS names, which headless Chromium cannot resolve).
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  // Gather candidates on loopback too, for machines whose only interface is lo.
+  "--allow-loopback-in-peer-connection",
+  // No prompt (and no real device) if a page ever asks for the camera.
+  "--use-fake-ui-for-media-stream",
+  "--use-fake-device-for-media-stream",
+];
+const SCENARIO_TIMEOUT_MS = 20000; // each scenario is meant to take a few seconds
+const BAD_TOKEN_MAX_MS = 5000; // a refused connect must not hang
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json",
+};
+
+// ------------------------------------------------------------ static files
+
+function serveStatic() {
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const rel = normalize(path === "/" ? "/index.html" : path).replace(/^[/\\]+/, "");
+    if (rel.split(sep).includes("..")) {
+      res.writeHead(400).end();
+      return;
+    }
+    for (const root of ROOTS) {
+      try {
+        const body = await readFile(join(root, rel));
+        res.writeHead(200, {
+          "content-type": TYPES[extname(rel)] ?? "application/octet-stream",
+          "cache-control": "no-store",
+        });
+        res.end(body);
+        return;
+      } catch {
+        // not in this root: try the next
+      }
+    }
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
+// ------------------------------------------------------------- the browser
+
+class Failure extends Error {
+  constructor(message, detail = {}) {
+    super(message);
+    this.detail = detail;
+  }
+}
+
+async function launch() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+}
+
+// A page whose console and errors go to stderr, tagged with its name.
+async function openPage(context, name, url) {
+  const page = await context.newPage();
+  page.on("console", (msg) => console.error(`[${name}] console.${msg.type()}: ${msg.text()}`));
+  page.on("pageerror", (err) => console.error(`[${name}] page error: ${err.message}`));
+  page.on("requestfailed", (req) =>
+    console.error(`[${name}] request failed: ${req.url()} ${req.failure()?.errorText ?? ""}`),
+  );
+  const response = await page.goto(url, { waitUntil: "load" });
+  if (!response || !response.ok()) {
+    throw new Failure(`${name}: loading ${url} answered ${response?.status()}`);
+  }
+  return page;
+}
+
+// Waits until the test page's body[data-state] is one of `states` (or error).
+async function waitForState(page, name, states, timeout) {
+  try {
+    await page.waitForFunction(
+      (wanted) => wanted.includes(document.body?.dataset.state) || document.body?.dataset.state === "error",
+      states,
+      { timeout, polling: 50 },
+    );
+  } catch {
+    throw new Failure(`${name} did not reach ${states.join("/")} within ${timeout} ms`, {
+      state: await page.evaluate(() => document.body?.dataset.state).catch(() => "?"),
+      events: await events(page),
+    });
+  }
+}
+
+// The outcome of a test page's window.result, as data.
+async function outcome(page, timeout) {
+  return page.evaluate(
+    ({ timeout }) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => resolve({ ok: false, code: "test_timeout", message: `no result within ${timeout} ms` }), timeout);
+        const done = (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        };
+        const wait = () =>
+          window.result
+            ? window.result.then((r) => done({ ok: true, ...r }), (e) => done({ ok: false, ...e }))
+            : setTimeout(wait, 20);
+        wait();
+      }),
+    { timeout },
+  );
+}
+
+const events = (page) => page.evaluate(() => window.events ?? []).catch(() => []);
+
+// ------------------------------------------------------------ scenarios
+
+function peerUrl(base, cfg, { user, transport, token, wt, mode, room = "browser-test", wtTimeoutMs }) {
+  const query = new URLSearchParams({
+    server: cfg.server,
+    user,
+    room,
+    transport,
+    token: token ?? cfg.tokens[user],
+    hashes: cfg.hashes.join(","),
+  });
+  // The server binds 127.0.0.1; "localhost" could mean ::1 to QUIC.
+  query.set("wt", wt ?? `https://127.0.0.1:${cfg.webTransportPort}/`);
+  if (mode) query.set("mode", mode);
+  if (wtTimeoutMs !== undefined) query.set("wtTimeoutMs", String(wtTimeoutMs));
+  return `${base}/peer.html?${query}`;
+}
+
+// Two test pages in one room: alice joins first, bob joins second and offers.
+async function call(ctx, alice, bob) {
+  const room = `call-${Date.now()}`;
+  const a = await openPage(ctx.context, "alice", peerUrl(ctx.base, ctx.cfg, { user: "alice", room, ...alice }));
+  await waitForState(a, "alice", ["joined"], 10000);
+  const b = await openPage(ctx.context, "bob", peerUrl(ctx.base, ctx.cfg, { user: "bob", room, ...bob }));
+  const [ra, rb] = await Promise.all([outcome(a, 12000), outcome(b, 12000)]);
+  const pages = { alice: ra, bob: rb };
+  if (!ra.ok || !rb.ok) {
+    throw new Failure("the call did not complete", { pages, events: { alice: await events(a), bob: await events(b) } });
+  }
+  return { pages };
+}
+
+const scenarios = {
+  webtransport: (ctx) => call(ctx, { transport: "webtransport" }, { transport: "webtransport" }),
+  websocket: (ctx) => call(ctx, { transport: "websocket" }, { transport: "websocket" }),
+  mixed: (ctx) => call(ctx, { transport: "webtransport" }, { transport: "websocket" }),
+  // alice's WebTransport URL leads nowhere: "auto" must fall back to WSS; bob's
+  // works: "auto" must take WebTransport.
+  fallback: (ctx) =>
+    call(
+      ctx,
+      { transport: "auto", wt: `https://127.0.0.1:${ctx.cfg.deadUdpPort}/`, wtTimeoutMs: 3000 },
+      { transport: "auto" },
+    ),
+
+  // A bad token: connect rejects with auth_failed on every transport choice,
+  // quickly, and the demo page shows the code.
+  "bad-token": async (ctx) => {
+    const token = "bad";
+    const transports = ["webtransport", "websocket", "auto"];
+    const results = await Promise.all(
+      transports.map(async (transport) => {
+        const url = peerUrl(ctx.base, ctx.cfg, { user: `bad-${transport}`, transport, token, mode: "connect" });
+        const page = await openPage(ctx.context, `bad-${transport}`, url);
+        const r = await outcome(page, BAD_TOKEN_MAX_MS + 3000);
+        return [transport, { ...r, events: r.code === "auth_failed" ? undefined : await events(page) }];
+      }),
+    );
+    const connect = Object.fromEntries(results);
+
+    // The demo page, loaded from the server itself.
+    const demo = await openPage(ctx.context, "demo", `${ctx.cfg.server}/?token=bad&autojoin=1`);
+    const started = Date.now();
+    await demo
+      .waitForFunction(() => document.body.dataset.state === "error", null, {
+        timeout: BAD_TOKEN_MAX_MS + 3000,
+        polling: 50,
+      })
+      .catch(() => {}); // the test asserts on what the page shows
+    const ms = Date.now() - started;
+    const shown = await demo.evaluate(() => ({
+      errorVisible: !document.getElementById("error")?.hidden,
+    }));
+    return { connect, demo: { ...(await demoState(demo)), ...shown, ms } };
+  },
+
+  // The demo page in two tabs of one room, on WSS; a screenshot of the second.
+  "demo-screenshot": async (ctx) => {
+    const { cfg } = ctx;
+    const room = `demo-${Date.now()}`;
+    const url = (user) =>
+      `${cfg.server}/?${new URLSearchParams({ token: cfg.tokens[user], room, autojoin: "1", transport: "websocket" })}`;
+    // A second context: a desktop-sized window for the picture.
+    const context = await ctx.browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+    const connected = async (page, name) => {
+      try {
+        await page.waitForFunction(() => ["connected", "error"].includes(document.body.dataset.state), null, {
+          timeout: 10000,
+          polling: 50,
+        });
+      } catch {}
+      const state = await page.evaluate(() => document.body.dataset.state);
+      if (state !== "connected") {
+        throw new Failure(`${name}'s demo page is "${state}", not connected`, await demoState(page));
+      }
+    };
+    const alice = await openPage(context, "alice", url("alice"));
+    await connected(alice, "alice");
+    const bob = await openPage(context, "bob", url("bob"));
+    await connected(bob, "bob");
+    // Each page lists the other peer.
+    for (const [page, name, other] of [[alice, "alice", "bob"], [bob, "bob", "alice"]]) {
+      try {
+        await page.waitForFunction(
+          (other) => [...document.querySelectorAll("#peers > li[data-peer-id]")].some((li) => li.textContent.includes(other)),
+          other,
+          { timeout: 10000, polling: 50 },
+        );
+      } catch {
+        throw new Failure(`${name}'s peer list does not show ${other}`, await demoState(page));
+      }
+    }
+    // Not required, but a picture of a live call is better: give the data
+    // channel a moment to open, and say whether it did.
+    const channel = await bob
+      .waitForFunction(() => document.querySelector("#peers > li[data-channel='open']"), null, { timeout: 5000 })
+      .then(() => "open", () => bob.evaluate(() => document.querySelector("#peers > li")?.dataset.channel ?? "none"));
+    await mkdir(dirname(cfg.screenshot), { recursive: true });
+    await bob.screenshot({ path: cfg.screenshot, fullPage: true });
+    return { screenshot: cfg.screenshot, alice: await demoState(alice), bob: await demoState(bob), channel };
+  },
+};
+
+// What a demo page shows, for the report.
+function demoState(page) {
+  return page
+    .evaluate(() => ({
+      state: document.body.dataset.state,
+      transport: document.getElementById("status")?.dataset.transport ?? null,
+      errorCode: document.getElementById("error-code")?.textContent || null,
+      peers: [...document.querySelectorAll("#peers > li")].map((li) => ({ ...li.dataset, text: li.textContent })),
+      log: [...document.querySelectorAll("#log > li")].slice(-30).map((li) => li.textContent),
+    }))
+    .catch((e) => ({ unavailable: e.message }));
+}
+
+// ----------------------------------------------------------------- main
+
+async function main() {
+  const [name, json] = process.argv.slice(2);
+  const scenario = scenarios[name];
+  if (!scenario) throw new Failure(`unknown scenario ${JSON.stringify(name)}; known: ${Object.keys(scenarios).join(", ")}`);
+  const cfg = JSON.parse(json ?? "{}");
+  const started = Date.now();
+  const http = await serveStatic();
+  let browser;
+  try {
+    browser = await launch();
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const ctx = { cfg, browser, context, base: `http://localhost:${http.address().port}` };
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Failure(`scenario ${name} took more than ${SCENARIO_TIMEOUT_MS} ms`)), SCENARIO_TIMEOUT_MS);
+    });
+    const result = await Promise.race([scenario(ctx), timeout]).finally(() => clearTimeout(timer));
+    return { ok: true, scenario: name, ms: Date.now() - started, ...result };
+  } finally {
+    await browser?.close().catch(() => {});
+    http.close();
+  }
+}
+
+main().then(
+  (result) => {
+    process.stdout.write(JSON.stringify(result) + "\n");
+    process.exit(0);
+  },
+  (err) => {
+    const error = { ok: false, error: err?.message ?? String(err), ...(err?.detail ? { detail: err.detail } : {}) };
+    process.stdout.write(JSON.stringify(error) + "\n");
+    if (!(err instanceof Failure)) console.error(err?.stack ?? err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,221 @@
+//! Real-browser tests: headless Chromium (Debian's `/usr/bin/chromium`, driven
+//! by playwright-core from `tests/browser/`) loads the real web client
+//! (`web-client/signaling.js`) and the demo page, against the real server.
+//!
+//! Each test starts the server, then runs `node tests/browser/run.mjs
+//! <scenario> <config>`, which serves `web-client/` and the test pages of
+//! `tests/browser/fixtures/` on `http://localhost:<port>` (a secure context),
+//! drives the browser and prints the outcome as one JSON line. Two test pages
+//! meet in a room and open a WebRTC data channel through the signaling: over
+//! WebTransport, over WSS, across the two, and after falling back from a
+//! WebTransport port that does not answer. A bad token must be refused with
+//! `auth_failed`, quickly, and the demo page must show it; and the demo page
+//! in two tabs must see the other tab, and is screenshotted.
+//!
+//! `scripts/test` installs what these tests need (the `chromium` package and
+//! `npm ci` in `tests/browser`); without them the tests fail, saying so.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use e2e::Server;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The runner gives a scenario 20 s; this also covers starting node and Chromium.
+const RUNNER_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// One browser at a time: the machine has two cores, and WebRTC timing with
+/// several Chromiums competing for them is not what these tests are about.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace holds tests/")
+        .to_path_buf()
+}
+
+fn browser_dir() -> PathBuf {
+    workspace().join("tests").join("browser")
+}
+
+/// Fails, saying what to install, when the browser, node or playwright-core is missing.
+fn check_prerequisites() {
+    let install = "scripts/test installs what the browser tests need (the Debian package chromium, and \
+                   `npm ci` in tests/browser; node 20 or later must be on the PATH)";
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing: {install}");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is missing ({node:?}): {install}"
+    );
+    let playwright = browser_dir().join("node_modules/playwright-core/package.json");
+    assert!(playwright.exists(), "{} is missing: {install}", playwright.display());
+}
+
+/// Runs one scenario of `tests/browser/run.mjs` and returns its JSON outcome;
+/// panics (with the browser's diagnostics) when it failed or took too long.
+fn run(scenario: &str, server: &Server, extra: Value) -> Value {
+    check_prerequisites();
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let hashes: Vec<String> = server
+        .hashes
+        .iter()
+        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let mut config = json!({
+        "server": format!("https://localhost:{}", server.https.port()),
+        "webTransportPort": server.webtransport.port(),
+        "hashes": hashes,
+        "tokens": {"alice": server.token("alice"), "bob": server.token("bob")},
+    });
+    for (key, value) in extra.as_object().expect("extra config is an object") {
+        config[key] = value.clone();
+    }
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("run.mjs"))
+        .arg(scenario)
+        .arg(config.to_string())
+        .current_dir(workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if started.elapsed() > RUNNER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!("{scenario}: the runner did not finish within {RUNNER_TIMEOUT:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    };
+    let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let outcome: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("{scenario}: the runner ({status}) printed no JSON line ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    if !status.success() || outcome["ok"] != true {
+        panic!(
+            "{scenario} failed ({status}):\n{}\n--- browser ---\n{stderr}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        );
+    }
+    eprintln!("{scenario}: {outcome}\n--- browser ---\n{stderr}");
+    outcome
+}
+
+/// Both pages of a call got the other's message, over the transports expected.
+fn assert_call(outcome: &Value, alice_transport: &str, bob_transport: &str) {
+    let alice = &outcome["pages"]["alice"];
+    let bob = &outcome["pages"]["bob"];
+    assert_eq!(alice["received"], "hello from bob", "alice's data channel: {outcome}");
+    assert_eq!(bob["received"], "hello from alice", "bob's data channel: {outcome}");
+    assert_eq!(alice["transport"], alice_transport, "alice's transport: {outcome}");
+    assert_eq!(bob["transport"], bob_transport, "bob's transport: {outcome}");
+    assert_ne!(alice["peerId"], bob["peerId"], "two sessions: {outcome}");
+}
+
+#[test]
+fn two_pages_call_each_other_over_webtransport() {
+    let server = Server::start(BIN, &[]);
+    let outcome = run("webtransport", &server, json!({}));
+    assert_call(&outcome, "webtransport", "webtransport");
+}
+
+#[test]
+fn two_pages_call_each_other_over_wss() {
+    let server = Server::start(BIN, &[]);
+    let outcome = run("websocket", &server, json!({}));
+    assert_call(&outcome, "websocket", "websocket");
+}
+
+#[test]
+fn a_webtransport_page_calls_a_wss_page() {
+    let server = Server::start(BIN, &[]);
+    let outcome = run("mixed", &server, json!({}));
+    assert_call(&outcome, "webtransport", "websocket");
+}
+
+#[test]
+fn auto_falls_back_to_wss_when_webtransport_does_not_answer_and_the_call_works() {
+    let server = Server::start(BIN, &[]);
+    // A UDP port that nobody listens on (bound, then freed).
+    let dead_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let outcome = run("fallback", &server, json!({ "deadUdpPort": dead_port }));
+    // alice's WebTransport URL is dead: she falls back; bob's "auto" takes WebTransport.
+    assert_call(&outcome, "websocket", "webtransport");
+}
+
+#[test]
+fn a_bad_token_is_refused_with_auth_failed_quickly_and_the_demo_page_shows_it() {
+    let server = Server::start(BIN, &[]);
+    let outcome = run("bad-token", &server, json!({}));
+    for transport in ["webtransport", "websocket", "auto"] {
+        let page = &outcome["connect"][transport];
+        assert_eq!(page["ok"], false, "{transport}: connect must reject: {outcome}");
+        assert_eq!(page["code"], "auth_failed", "{transport}: {outcome}");
+        let ms = page["connectMs"].as_u64().unwrap_or(u64::MAX);
+        assert!(ms < 5000, "{transport}: connect took {ms} ms to reject: {outcome}");
+    }
+    let demo = &outcome["demo"];
+    assert_eq!(demo["state"], "error", "the demo page's state: {outcome}");
+    assert_eq!(demo["errorCode"], "auth_failed", "the demo page's error: {outcome}");
+    assert_eq!(demo["errorVisible"], true, "the demo page shows its error: {outcome}");
+}
+
+#[test]
+fn the_demo_page_in_two_tabs_shows_the_other_peer_and_is_screenshotted() {
+    let server = Server::start(BIN, &[]);
+    let screenshot = workspace().join("target").join("browser").join("demo.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let outcome = run(
+        "demo-screenshot",
+        &server,
+        json!({ "screenshot": screenshot.to_string_lossy() }),
+    );
+    for (page, other) in [("alice", "bob"), ("bob", "alice")] {
+        assert_eq!(outcome[page]["state"], "connected", "{page}: {outcome}");
+        assert_eq!(outcome[page]["transport"], "websocket", "{page}: {outcome}");
+        let peers = outcome[page]["peers"].as_array().expect("peers");
+        assert!(
+            peers
+                .iter()
+                .any(|p| p["text"].as_str().unwrap_or_default().contains(other)),
+            "{page}'s peer list shows {other}: {outcome}"
+        );
+    }
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("{}: {e}", screenshot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is a PNG",
+        screenshot.display()
+    );
+    eprintln!("screenshot: {} ({} bytes)", screenshot.display(), png.len());
+}
