@@ -199,8 +199,9 @@ function showSelf(roomName, token, transport) {
   $("self").textContent = `You are ${client.userId} (peer ${short(client.peerId)}) in room "${roomName}".`;
   $("self").hidden = false;
   // A second tab with the same token is a second peer of the same user: handy for a demo.
-  const query = new URLSearchParams({ token, room: roomName, transport, autojoin: "1" });
-  $("share-link").href = `${location.pathname}?${query}`;
+  // The token goes in the fragment, which browsers never send to a server.
+  const query = new URLSearchParams({ room: roomName, transport, autojoin: "1" });
+  $("share-link").href = `${location.pathname}?${query}#${new URLSearchParams({ token })}`;
   $("share-link").hidden = false;
 }
 
@@ -527,7 +528,13 @@ function renderPeer(peer) {
 
 function init() {
   const params = new URLSearchParams(location.search);
-  $("token").value = params.get("token") ?? "";
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  $("token").value = fragment.get("token") ?? params.get("token") ?? "";
+  // Keep the token out of the address bar, the history and any Referer.
+  if (params.has("token") || fragment.has("token")) {
+    params.delete("token");
+    history.replaceState(null, "", `${location.pathname}${params.size ? `?${params}` : ""}`);
+  }
   const transport = params.get("transport");
   if ([...$("transport").options].some((o) => o.value === transport)) $("transport").value = transport;
   $("room").value = params.get("room") || "lobby";

@@ -40,6 +40,10 @@ const PROTOCOL_VERSION = 1;
 const HELLO_ID = 1;
 const OPEN_TIMEOUT_MS = 10_000; // for the WSS handshake and for hello -> welcome: the server's defaults
 const DEFAULT_WEBTRANSPORT_PORT = 4433;
+// A join or leave the server dropped unanswered (e.g. over budget: such errors come without an id).
+const REQUEST_TIMEOUT_MS = 10_000;
+// A session must stay up this long before the reconnect backoff starts again from the beginning.
+const STABLE_SESSION_MS = 30_000;
 const HARD_MAX_FRAME = 1 << 20; // 1 MiB: no frame may be longer, in either direction
 const PEER_ID = /^[0-9a-f]{16}$/;
 /** Session ends after which retrying with the same token cannot succeed. */
@@ -228,6 +232,9 @@ class Link {
   lost(info) {
     if (this.ended) return;
     this.end("connection_lost");
+    // Whatever is still open of the old connection goes too: a half-dead session
+    // must not linger on the server (in its rooms) while a new one is opened.
+    this.shutdown();
     this.lostInfo = info;
     if (this.onLost && !this.backlog.length) this.onLost(info);
   }
@@ -574,6 +581,9 @@ export class SignalingClient extends EventTarget {
   #reconnecting = false;
   #needToken = false;
   #requestId = HELLO_ID;
+  /** Reconnect attempts since the last session that stayed up STABLE_SESSION_MS. */
+  #failures = 0;
+  #stableTimer = undefined;
   #nonce = 0;
   #pingTimer = undefined;
   #wake = null;
@@ -635,6 +645,10 @@ export class SignalingClient extends EventTarget {
 
   #adopt(link, welcome) {
     this.#link = link;
+    clearTimeout(this.#stableTimer);
+    this.#stableTimer = setTimeout(() => {
+      if (this.#link === link) this.#failures = 0;
+    }, STABLE_SESSION_MS);
     this.#requestId = HELLO_ID;
     this.transport = link.transport;
     this.peerId = welcome.peer_id;
@@ -669,8 +683,24 @@ export class SignalingClient extends EventTarget {
   #request(link, channel, type, build) {
     return new Promise((resolve, reject) => {
       const id = this.#nextId();
-      channel.request = { id, type, resolve, reject };
-      link.send(channel, build(id));
+      const timer = setTimeout(() => {
+        if (channel.request?.id !== id) return;
+        channel.request = null;
+        link.finish(channel);
+        reject(new SignalingError("timeout", `no answer to ${type} within ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      const settle = (fn) => (value) => {
+        clearTimeout(timer);
+        fn(value);
+      };
+      channel.request = { id, type, resolve: settle(resolve), reject: settle(reject) };
+      try {
+        link.send(channel, build(id));
+      } catch (err) {
+        channel.request = null;
+        link.finish(channel);
+        settle(reject)(err);
+      }
     });
   }
 
@@ -756,7 +786,8 @@ export class SignalingClient extends EventTarget {
 
   /** Retries with backoff until a session is welcomed; null if the client closed meanwhile. */
   async #retry(reason) {
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = this.#failures + 1; ; attempt++) {
+      this.#failures = attempt;
       if (this.#closed) return null;
       const delayMs = backoff(attempt, this.#cfg.maxBackoffMs);
       emit(this, "reconnecting", { attempt, delayMs, reason });
@@ -831,6 +862,7 @@ export class SignalingClient extends EventTarget {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#pingTimer);
+    clearTimeout(this.#stableTimer);
     this.#wake?.();
     const link = this.#link;
     this.#link = null;
