@@ -15,7 +15,8 @@
 
 import { connect, SignalingError } from "/signaling.js";
 
-const CONNECT_TIMEOUT_MS = 20000;
+// The library may spend ~36 s in auto mode before the WSS fallback answers.
+const CONNECT_TIMEOUT_MS = 40000;
 const JOIN_TIMEOUT_MS = 10000;
 const LEAVE_TIMEOUT_MS = 3000;
 const LOG_LIMIT = 500;
@@ -220,9 +221,12 @@ function watchClient(c) {
     resync();
   });
   on("error", (d) => showError(d, { fatal: false }));
-  on("goodbye", (d) => showError(d));
+  // A goodbye is fatal only if no reconnect follows (a "closed" event then comes too).
+  on("goodbye", (d) => showError(d, { fatal: false }));
   on("closed", (d) => {
     log("closed", describe(d), "warn");
+    // Closed for good by the server (no reconnect): that ends the demo with its code.
+    if (!userClosed && d?.code && d.code !== "closed") showError(d);
     teardown();
     if (!userClosed && document.body.dataset.state !== "error") setState("closed");
   });

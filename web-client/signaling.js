@@ -387,6 +387,7 @@ class WebTransportLink extends Link {
       }
     } catch {
       // the stream was reset, the session closed, or a frame was longer than any frame may be
+      reader.cancel().catch(() => {});
     }
     // The server finishes a room stream after `left`; the control stream only ends with the session.
     if (channel === this.control) this.lost({ code: null, reason: "the control stream ended" });
