@@ -389,13 +389,18 @@ mod tests {
         assert!(matches!(next(queue), (0, ServerMessage::Welcome { id: Some(1), .. })));
     }
 
+    /// A welcomed session for `user`.
+    fn welcomed(h: &Harness, port: u16, user: &str) -> (Arc<Session>, mpsc::Receiver<Outgoing>) {
+        let (session, mut queue) = h.session(port);
+        hello(&session, &mut queue, user);
+        (session, queue)
+    }
+
     #[test]
     fn two_sessions_meet_in_a_room_and_relay_a_signal() {
         let h = Harness::new();
-        let (alice, mut alice_q) = h.session(1);
-        let (bob, mut bob_q) = h.session(2);
-        hello(&alice, &mut alice_q, "alice");
-        hello(&bob, &mut bob_q, "bob");
+        let (alice, mut alice_q) = welcomed(&h, 1, "alice");
+        let (bob, mut bob_q) = welcomed(&h, 2, "bob");
         send(
             &alice,
             1,
@@ -463,10 +468,8 @@ mod tests {
     #[test]
     fn a_dropped_session_leaves_its_rooms_and_frees_its_slot() {
         let h = Harness::new();
-        let (alice, mut alice_q) = h.session(1);
-        let (bob, mut bob_q) = h.session(2);
-        hello(&alice, &mut alice_q, "alice");
-        hello(&bob, &mut bob_q, "bob");
+        let (alice, mut alice_q) = welcomed(&h, 1, "alice");
+        let (bob, mut bob_q) = welcomed(&h, 2, "bob");
         send(
             &alice,
             1,
@@ -494,8 +497,7 @@ mod tests {
     #[test]
     fn budget_violations_are_reported_once_a_second_but_all_counted() {
         let h = Harness::new();
-        let (session, mut queue) = h.session(1);
-        hello(&session, &mut queue, "flood");
+        let (session, mut queue) = welcomed(&h, 1, "flood");
         let burst = h.hub.settings.limits.message_burst;
         for nonce in 0..burst + 10 {
             send(&session, CONTROL_CHANNEL, ClientMessage::Ping { id: None, nonce });
