@@ -586,6 +586,8 @@ export class SignalingClient extends EventTarget {
   #failures = 0;
   #stableTimer = undefined;
   #nonce = 0;
+  /** Whether the last ping was answered. */
+  #ponged = true;
   #pingTimer = undefined;
   #wake = null;
   #waiters = [];
@@ -669,7 +671,16 @@ export class SignalingClient extends EventTarget {
   #startPing(link) {
     const every = Math.max(1000, Math.floor((this.limits?.idle_timeout_ms ?? 60_000) / 3));
     clearInterval(this.#pingTimer);
+    this.#ponged = true;
     this.#pingTimer = setInterval(() => {
+      // A ping a whole interval without its pong: the server is gone (crashed, or
+      // the network path died), even if the transport has not noticed yet (QUIC
+      // waits for its idle timeout). Treat it as a dropped connection.
+      if (!this.#ponged) {
+        link.lost({ code: null, reason: "no pong from the server" });
+        return;
+      }
+      this.#ponged = false;
       this.#nonce = (this.#nonce + 1) >>> 0;
       link.send(link.control, { type: "ping", nonce: this.#nonce });
     }, every);
@@ -743,7 +754,7 @@ export class SignalingClient extends EventTarget {
       emit(this, "goodbye", { code: msg.code, message: msg.message });
       this.#dropped(link, msg.code, msg.message);
     }
-    // `pong` needs no handling: the pings are there to reset the server's idle timer.
+    if (msg.type === "pong" && msg.nonce === this.#nonce) this.#ponged = true;
   }
 
   /** The connection dropped without a goodbye; its close reason may still name the code. */

@@ -16,8 +16,9 @@
 // }
 //
 // Scenarios: webtransport, websocket, mixed, fallback (two peers on test pages
-// with a data channel between them), bad-token, demo-screenshot (the demo
-// page served by the server).
+// with a data channel between them), reconnect (one page; the test restarts
+// the server under it), bad-token, demo-screenshot (the demo page served by
+// the server).
 //
 // It serves web-client/ (the real /signaling.js) and fixtures/ over plain HTTP
 // on 127.0.0.1 (pages open it as http://localhost:<port>, a secure context) and
@@ -201,6 +202,17 @@ const scenarios = {
       { transport: "auto", wt: `https://127.0.0.1:${ctx.cfg.deadUdpPort}/`, wtTimeoutMs: 3000 },
       { transport: "auto" },
     ),
+
+  // One page joins a room; the test (tests/tests/browser.rs) kills and restarts
+  // the server meanwhile: the client must reconnect with backoff and rejoin.
+  reconnect: async (ctx) => {
+    const transport = ctx.cfg.transport ?? "auto";
+    const url = peerUrl(ctx.base, ctx.cfg, { user: "alice", transport, room: "reconnect-room", mode: "reconnect" });
+    const page = await openPage(ctx.context, "alice", url);
+    const r = await outcome(page, 18000);
+    if (!r.ok) throw new Failure("the client did not reconnect", { page: r, events: await events(page) });
+    return { page: r };
+  },
 
   // A bad token: connect rejects with auth_failed on every transport choice,
   // quickly, and the demo page shows the code.

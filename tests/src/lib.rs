@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::Encoding;
@@ -24,7 +24,10 @@ pub enum Via {
 
 /// A running server process.
 pub struct Server {
-    child: Child,
+    child: Mutex<Child>,
+    /// How it was started, to start it again on the same ports.
+    bin: String,
+    args: Vec<String>,
     dir: PathBuf,
     secret: String,
     pub webtransport: std::net::SocketAddr,
@@ -38,13 +41,15 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("signal-e2e-{}-{:016x}", std::process::id(), rand_u64()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let secret = format!("test-secret-{:016x}", rand_u64());
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.args(["--bind", "127.0.0.1", "--webtransport-port", "0", "--https-port", "0"])
-            .args(["--jwt-secret", &secret, "--log-format", "json"]);
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--jwt-secret", &secret, "--log-format", "json"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         // Defaults a test may override. Loopback tests open many connections from one address.
         let cert_dir = dir.join("certs").to_string_lossy().into_owned();
         let defaults = [
+            ("webtransport-port", "0"),
+            ("https-port", "0"),
             ("cert-dir", cert_dir.as_str()),
             ("connections-per-ip-per-sec", "1000"),
             ("connection-burst-per-ip", "1000"),
@@ -53,26 +58,10 @@ impl Server {
             .iter()
             .filter(|(flag, _)| !flags.iter().any(|(f, _)| f == flag));
         for (flag, value) in unset.chain(flags) {
-            cmd.arg(format!("--{flag}")).arg(value);
+            args.push(format!("--{flag}"));
+            args.push(value.to_string());
         }
-        let mut child = cmd
-            .env("RUST_LOG", "info,server=debug")
-            .env_remove("SIGNAL_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start the server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let listening: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "server did not start ({e}); log: {}",
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            )
-        });
+        let (child, listening) = spawn(bin, &args, &dir);
         let addr = |key: &str| {
             listening[key]
                 .as_str()
@@ -90,10 +79,29 @@ impl Server {
             webtransport: addr("webtransport"),
             https: addr("https"),
             hashes,
-            child,
+            child: Mutex::new(child),
+            bin: bin.to_owned(),
+            args,
             dir,
             secret,
         }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to anyone) and starts it again on
+    /// the same ports, with the same certificate and secret.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().expect("child lock");
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut args = self.args.clone();
+        for (flag, port) in [
+            ("--webtransport-port", self.webtransport.port()),
+            ("--https-port", self.https.port()),
+        ] {
+            let at = args.iter().position(|a| a == flag).expect("the port flag") + 1;
+            args[at] = port.to_string();
+        }
+        *child = spawn(&self.bin, &args, &self.dir).0;
     }
 
     /// A token for `user`, valid for an hour.
@@ -136,9 +144,14 @@ impl Server {
         }
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("child lock").id()
+    }
+
     /// The server's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -149,11 +162,9 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.lock().expect("child lock").try_wait() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -221,13 +232,43 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
         if std::thread::panicking() {
             eprintln!("--- server log ---\n{}", self.log());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts the binary and reads its listening line.
+fn spawn(bin: &str, args: &[String], dir: &std::path::Path) -> (Child, serde_json::Value) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "info,server=debug")
+        .env_remove("SIGNAL_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let listening = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!(
+            "server did not start ({e}); log: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        )
+    });
+    (child, listening)
 }
 
 /// An HTTP response, parsed just enough for tests.

@@ -219,3 +219,57 @@ fn the_demo_page_in_two_tabs_shows_the_other_peer_and_is_screenshotted() {
     );
     eprintln!("screenshot: {} ({} bytes)", screenshot.display(), png.len());
 }
+
+/// Waits until the server holds `n` sessions (its `/ready` says how many).
+fn wait_for_sessions(server: &Server, n: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let ready = runtime.block_on(server.get("/ready"));
+        if ready.status == 200 && ready.json()["sessions"].as_u64().unwrap_or(0) >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the page never opened a session");
+}
+
+/// A page joins a room; the server is killed (no goodbye) and started again on
+/// the same ports: the client reconnects with backoff and rejoins its room.
+fn a_page_reconnects_and_rejoins(transport: &str) {
+    // A short idle timeout makes the client ping every second, so it notices
+    // the dead server at once even on QUIC, which would wait for its idle timeout.
+    let server = Server::start(BIN, &[("idle-timeout-ms", "3000")]);
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| run("reconnect", &server, json!({ "transport": transport })));
+        wait_for_sessions(&server, 1);
+        // The page joins right after its welcome.
+        std::thread::sleep(Duration::from_secs(1));
+        server.restart();
+        let outcome = runner.join().expect("the runner thread");
+        let page = &outcome["page"];
+        assert_eq!(page["rooms"], json!(["reconnect-room"]), "{outcome}");
+        assert_eq!(
+            page["stillMember"], true,
+            "the same Room object was rejoined: {outcome}"
+        );
+        assert_eq!(page["transport"], transport, "{outcome}");
+        assert!(
+            page["attempts"].as_u64().unwrap_or(0) >= 1,
+            "it said it was reconnecting: {outcome}"
+        );
+    });
+}
+
+#[test]
+fn a_wss_page_reconnects_and_rejoins_after_the_server_restarts() {
+    a_page_reconnects_and_rejoins("websocket");
+}
+
+#[test]
+fn a_webtransport_page_reconnects_and_rejoins_after_the_server_restarts() {
+    a_page_reconnects_and_rejoins("webtransport");
+}
