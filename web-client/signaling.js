@@ -156,7 +156,18 @@ function wireSignal(signal) {
   if (kind === "custom") return { kind, data: text(signal.data, "data") };
   if (kind !== "candidate") throw new TypeError(`signal: unknown kind ${JSON.stringify(kind)}`);
   const candidate = text(signal.candidate ?? "", "candidate"); // "" is the end of candidates
-  return { kind, candidate, sdpMid: sdpMid ?? undefined, sdpMLineIndex: sdpMLineIndex ?? undefined, usernameFragment: usernameFragment ?? undefined };
+  const optional = (value, field, valid) => {
+    if (value === null || value === undefined) return undefined;
+    if (valid(value)) return value;
+    throw new TypeError(`signal: ${field} has the wrong type`);
+  };
+  return {
+    kind,
+    candidate,
+    sdpMid: optional(sdpMid, "sdpMid", (v) => typeof v === "string"),
+    sdpMLineIndex: optional(sdpMLineIndex, "sdpMLineIndex", (v) => Number.isInteger(v) && v >= 0 && v <= 0xffff),
+    usernameFragment: optional(usernameFragment, "usernameFragment", (v) => typeof v === "string"),
+  };
 }
 
 // ------------------------------------------------------------------ links
@@ -586,6 +597,8 @@ export class SignalingClient extends EventTarget {
   #failures = 0;
   #stableTimer = undefined;
   #nonce = 0;
+  /** Names of rooms being joined, so that a second join of one name waits for nothing. */
+  #joining = new Set();
   /** Whether the last ping was answered. */
   #ponged = true;
   #pingTimer = undefined;
@@ -609,12 +622,19 @@ export class SignalingClient extends EventTarget {
    */
   async join(name) {
     if (this.#closed) throw new SignalingError("closed", "the client is closed");
-    if (this.rooms.has(name)) throw new SignalingError("already_joined", `already in room ${name}`);
-    const room = new Room(INTERNAL, this, name);
-    const link = await this.#whenConnected();
-    await this.#joinOn(link, room);
-    this.rooms.set(name, room);
-    return room;
+    if (this.rooms.has(name) || this.#joining.has(name)) {
+      throw new SignalingError("already_joined", `already in (or joining) room ${name}`);
+    }
+    this.#joining.add(name);
+    try {
+      const room = new Room(INTERNAL, this, name);
+      const link = await this.#whenConnected();
+      await this.#joinOn(link, room);
+      this.rooms.set(name, room);
+      return room;
+    } finally {
+      this.#joining.delete(name);
+    }
   }
 
   /** Closes for good: no reconnect. Emits "closed". */
