@@ -153,14 +153,6 @@ impl Rooms {
             .map(|s| s.lock().expect("room shard lock").len())
             .sum()
     }
-
-    /// Members of `room` now.
-    pub fn members(&self, room: &RoomId) -> Vec<Member> {
-        self.shard(room)
-            .get(room)
-            .map(|r| r.seats.iter().map(Seat::member).collect())
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]

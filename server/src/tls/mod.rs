@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
 use rotation::Rotation;
-pub use rotation::{RENEW_BEFORE, SWITCH_BEFORE, VALIDITY, Validity};
+pub use rotation::Validity;
 use selfsigned::SelfSigned;
 
 use crate::config::Config;
