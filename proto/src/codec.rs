@@ -11,6 +11,7 @@ use bincode::{Decode, Encode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorCode;
 use crate::ids::ChannelId;
 
 /// How messages of a session are encoded.
@@ -57,6 +58,27 @@ pub enum DecodeError {
     Bincode(#[from] bincode::error::DecodeError),
     #[error("{0} bytes left over after the message")]
     TrailingBytes(usize),
+}
+
+impl DecodeError {
+    /// The error code a server reports for the frame: `bad_frame` when it is not
+    /// a message at all (not JSON, not UTF-8, truncated, nested too deeply),
+    /// `unknown_type` when its type is not one the receiver knows, and
+    /// `invalid_message` when the type is known but its fields are wrong
+    /// (missing, of the wrong type, or not part of the message).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Json(e) => match e.classify() {
+                serde_json::error::Category::Data if e.to_string().starts_with("unknown variant") => {
+                    ErrorCode::UnknownType
+                }
+                serde_json::error::Category::Data => ErrorCode::InvalidMessage,
+                _ => ErrorCode::BadFrame,
+            },
+            DecodeError::Bincode(bincode::error::DecodeError::UnexpectedVariant { .. }) => ErrorCode::UnknownType,
+            DecodeError::Bincode(_) | DecodeError::TrailingBytes(_) => ErrorCode::BadFrame,
+        }
+    }
 }
 
 /// Appends the encoding of `msg` to `buf`.

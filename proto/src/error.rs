@@ -59,6 +59,11 @@ error_codes! {
     InvalidMessage = 4, "invalid_message", 400;
     /// A message was sent on a channel where it is not allowed.
     WrongChannel = 5, "wrong_channel", 400;
+    /// The message's `type` is not one a client may send.
+    UnknownType = 6, "unknown_type", 400;
+    /// A `signal` or `broadcast` whose `seq` is not above the channel's last
+    /// one (a replay or a duplicate); it was not relayed.
+    Replayed = 7, "replayed", 409;
     /// No token was given, or a message other than `hello` came before it.
     AuthRequired = 10, "auth_required", 401;
     /// The token is not valid (signature, issuer, audience, format, not yet valid).
@@ -69,6 +74,16 @@ error_codes! {
     AuthTimeout = 13, "auth_timeout", 401;
     /// A second `hello` on an authenticated session.
     AlreadyAuthenticated = 14, "already_authenticated", 400;
+    /// A login with an unknown user name or a wrong password.
+    InvalidCredentials = 15, "invalid_credentials", 401;
+    /// The caller is authenticated but lacks the role the request needs (`admin`).
+    Forbidden = 16, "forbidden", 403;
+    /// A refresh token that was already used: its whole family is revoked.
+    RefreshTokenReused = 17, "refresh_token_reused", 401;
+    /// A refresh token that is unknown, expired or revoked.
+    InvalidRefreshToken = 18, "invalid_refresh_token", 401;
+    /// An in-band `refresh` carried a token for another user.
+    WrongUser = 19, "wrong_user", 403;
     /// The token does not allow this room.
     RoomForbidden = 20, "room_forbidden", 403;
     /// The room has reached its member cap.
@@ -93,14 +108,26 @@ error_codes! {
     ConnectionRateLimited = 41, "connection_rate_limited", 429;
     /// The server holds as many connections as it may.
     ServerFull = 42, "server_full", 503;
+    /// The client's IP address is blocked for a while (failed logins or abuse).
+    IpBlocked = 43, "ip_blocked", 429;
+    /// The page's origin is not on the server's allow-list.
+    OriginNotAllowed = 44, "origin_not_allowed", 403;
+    /// The operator has switched this transport, or the whole service, off.
+    ServiceDisabled = 45, "service_disabled", 503;
     /// Nothing arrived from the client within the idle timeout.
     IdleTimeout = 50, "idle_timeout", 408;
     /// The client did not read what the server sent fast enough.
     SlowConsumer = 51, "slow_consumer", 503;
     /// The server is shutting down.
     ShuttingDown = 52, "shutting_down", 503;
+    /// The session broke the rules too often (malformed frames, budgets) and is closed.
+    PolicyViolation = 53, "policy_violation", 400;
     /// Something went wrong inside the server.
     Internal = 60, "internal", 500;
+    /// No such API route or resource.
+    NotFound = 61, "not_found", 404;
+    /// The account service is not configured (no user file).
+    AccountsDisabled = 62, "accounts_disabled", 503;
     /// A code this version of the protocol crate does not know (sent by a newer
     /// server). Never sent by this server; decoding maps unknown codes to it so
     /// that an older client still understands that an error happened.

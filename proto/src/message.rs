@@ -27,9 +27,17 @@ impl fmt::Debug for Token {
     }
 }
 
-/// What a client sends.
+/// A number a client puts on every `signal` and `broadcast`, strictly
+/// increasing per channel: the server relays a message only if its `seq` is above
+/// the channel's last one, so a replayed or duplicated message is refused with
+/// `replayed` instead of reaching the peer twice. The native client numbers
+/// messages itself when `seq` is left `None`.
+pub type Seq = u64;
+
+/// What a client sends. Fields a message type does not have are refused
+/// (`invalid_message`), as are types not listed here (`unknown_type`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Opens the session on the control channel: the newest protocol version the
     /// client speaks, and its token unless the connect URL carried one.
@@ -56,6 +64,9 @@ pub enum ClientMessage {
     Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
+        /// Required on the wire (see [`Seq`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<Seq>,
         to: PeerId,
         signal: Signal,
     },
@@ -63,6 +74,9 @@ pub enum ClientMessage {
     Broadcast {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
+        /// Required on the wire (see [`Seq`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<Seq>,
         data: String,
     },
     /// Asks for a `pong` on the same channel; also keeps an idle session alive.
@@ -70,6 +84,13 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         nonce: u32,
+    },
+    /// Replaces the session's token with a fresh one for the same user, on the
+    /// control channel, before the old one expires (see `token_expiring`).
+    Refresh {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        token: Token,
     },
 }
 
@@ -82,7 +103,8 @@ impl ClientMessage {
             | ClientMessage::Leave { id }
             | ClientMessage::Signal { id, .. }
             | ClientMessage::Broadcast { id, .. }
-            | ClientMessage::Ping { id, .. } => *id,
+            | ClientMessage::Ping { id, .. }
+            | ClientMessage::Refresh { id, .. } => *id,
         }
     }
 
@@ -95,6 +117,7 @@ impl ClientMessage {
             ClientMessage::Signal { .. } => "signal",
             ClientMessage::Broadcast { .. } => "broadcast",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Refresh { .. } => "refresh",
         }
     }
 }
@@ -202,6 +225,9 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// The session's token expires in `expires_in_ms`: send `refresh` with a
+    /// fresh token before then, or the session ends with `token_expired`.
+    TokenExpiring { expires_in_ms: u64 },
     /// The server is closing the session, and why. Always the last message.
     Goodbye { code: ErrorCode, message: String },
 }
@@ -220,6 +246,7 @@ impl ServerMessage {
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
+            ServerMessage::TokenExpiring { .. } => "token_expiring",
             ServerMessage::Goodbye { .. } => "goodbye",
         }
     }

@@ -37,7 +37,7 @@ const DOC: &str = include_str!("../PROTOCOL.md");
 /// Every `type` of a client message. `client_kind` below matches on every
 /// variant without a wildcard, so a new variant does not compile until it is
 /// added here (and then this test demands examples of it).
-const CLIENT_KINDS: &[&str] = &["hello", "join", "leave", "signal", "broadcast", "ping"];
+const CLIENT_KINDS: &[&str] = &["hello", "join", "leave", "signal", "broadcast", "ping", "refresh"];
 
 const SERVER_KINDS: &[&str] = &[
     "welcome",
@@ -50,6 +50,7 @@ const SERVER_KINDS: &[&str] = &[
     "ack",
     "pong",
     "error",
+    "token_expiring",
     "goodbye",
 ];
 
@@ -63,6 +64,7 @@ fn client_kind(m: &ClientMessage) -> &'static str {
         ClientMessage::Signal { .. } => "signal",
         ClientMessage::Broadcast { .. } => "broadcast",
         ClientMessage::Ping { .. } => "ping",
+        ClientMessage::Refresh { .. } => "refresh",
     }
 }
 
@@ -78,6 +80,7 @@ fn server_kind(m: &ServerMessage) -> &'static str {
         ServerMessage::Ack { .. } => "ack",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Error { .. } => "error",
+        ServerMessage::TokenExpiring { .. } => "token_expiring",
         ServerMessage::Goodbye { .. } => "goodbye",
     }
 }

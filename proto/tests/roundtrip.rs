@@ -87,9 +87,15 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(id, version, token)| ClientMessage::Hello { id, version, token }),
         (request_id(), text()).prop_map(|(id, room)| ClientMessage::Join { id, room }),
         request_id().prop_map(|id| ClientMessage::Leave { id }),
-        (request_id(), peer_id(), signal()).prop_map(|(id, to, signal)| ClientMessage::Signal { id, to, signal }),
-        (request_id(), text()).prop_map(|(id, data)| ClientMessage::Broadcast { id, data }),
+        (request_id(), option::of(any::<u64>()), peer_id(), signal())
+            .prop_map(|(id, seq, to, signal)| ClientMessage::Signal { id, seq, to, signal }),
+        (request_id(), option::of(any::<u64>()), text()).prop_map(|(id, seq, data)| ClientMessage::Broadcast {
+            id,
+            seq,
+            data
+        }),
         (request_id(), any::<u32>()).prop_map(|(id, nonce)| ClientMessage::Ping { id, nonce }),
+        (request_id(), text().prop_map(Token)).prop_map(|(id, token)| ClientMessage::Refresh { id, token }),
     ]
 }
 
@@ -120,6 +126,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         any::<u32>().prop_map(|id| ServerMessage::Ack { id }),
         (request_id(), any::<u32>()).prop_map(|(id, nonce)| ServerMessage::Pong { id, nonce }),
         (request_id(), error_code(), text()).prop_map(|(id, code, message)| ServerMessage::Error { id, code, message }),
+        any::<u64>().prop_map(|expires_in_ms| ServerMessage::TokenExpiring { expires_in_ms }),
         (error_code(), text()).prop_map(|(code, message)| ServerMessage::Goodbye { code, message }),
     ]
 }

@@ -42,6 +42,9 @@ pub enum Command {
         /// Restrict the token to this room (repeatable; a trailing * matches a prefix).
         #[arg(long = "room")]
         rooms: Vec<String>,
+        /// Give the token this role (repeatable; `admin` opens /admin).
+        #[arg(long = "role")]
+        roles: Vec<String>,
     },
     /// Print the effective configuration as TOML (secrets redacted).
     Config,
@@ -58,7 +61,12 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Token { sub, ttl_secs, rooms } => token(&config, sub, ttl_secs, rooms),
+        Command::Token {
+            sub,
+            ttl_secs,
+            rooms,
+            roles,
+        } => token(&config, sub, ttl_secs, rooms, roles),
         Command::Config => print_config(&config),
     };
     match result {
@@ -76,7 +84,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(crate::app::run(config))
 }
 
-fn token(config: &Config, sub: String, ttl_secs: u64, rooms: Vec<String>) -> anyhow::Result<()> {
+fn token(config: &Config, sub: String, ttl_secs: u64, rooms: Vec<String>, roles: Vec<String>) -> anyhow::Result<()> {
     if config.jwt_public_key.is_some() {
         anyhow::bail!("the server verifies tokens with a public key; mint them with the matching private key instead");
     }
@@ -90,6 +98,7 @@ fn token(config: &Config, sub: String, ttl_secs: u64, rooms: Vec<String>) -> any
         iss: config.jwt_issuer.clone(),
         aud: config.jwt_audience.clone(),
         rooms: (!rooms.is_empty()).then_some(rooms),
+        roles,
     };
     println!("{}", mint_hs256(&secret, &claims));
     Ok(())

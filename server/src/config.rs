@@ -46,6 +46,32 @@ pub enum JwtAlgorithm {
     EdDsa,
 }
 
+/// The origins browsers may connect from: `scheme://host[:port]` each, or `*`.
+/// Written comma-separated in flags and the environment, as a list in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OriginList(pub Vec<String>);
+
+impl std::str::FromStr for OriginList {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(OriginList(
+            s.split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+impl OriginList {
+    /// Whether `*` is on the list.
+    pub fn any(&self) -> bool {
+        self.0.iter().any(|o| o == "*")
+    }
+}
+
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -142,6 +168,40 @@ options! {
         shutdown_grace_ms: u64 = 5_000, "SIGNAL_SHUTDOWN_GRACE_MS";
         /// Log format on stderr (text or json); the level comes from RUST_LOG.
         log_format: LogFormat = LogFormat::Text, "SIGNAL_LOG_FORMAT";
+        /// Origins (scheme://host[:port]) whose pages may connect and call the API,
+        /// comma-separated; `*` allows any. Clients that send no Origin (native
+        /// ones) and the server's own pages are always allowed.
+        allowed_origins: OriginList = OriginList::default(), "SIGNAL_ALLOWED_ORIGINS";
+        /// Failed authentications (bad tokens, failed logins) from one IP within
+        /// auth_failure_window_secs that get it blocked.
+        auth_failures_before_block: u32 = 5, "SIGNAL_AUTH_FAILURES_BEFORE_BLOCK";
+        /// The window in which failed authentications are counted, in seconds.
+        auth_failure_window_secs: u64 = 300, "SIGNAL_AUTH_FAILURE_WINDOW_SECS";
+        /// How long a blocked IP stays blocked, in seconds.
+        block_secs: u64 = 300, "SIGNAL_BLOCK_SECS";
+        /// Violation points (see SECURITY.md) at which a session is closed with
+        /// policy_violation; points drain at one per second.
+        abuse_score_limit: u32 = 100, "SIGNAL_ABUSE_SCORE_LIMIT";
+        /// Sessions closed for policy_violation from one IP within
+        /// auth_failure_window_secs that get it blocked.
+        abuse_closes_before_block: u32 = 3, "SIGNAL_ABUSE_CLOSES_BEFORE_BLOCK";
+        /// Whether the whole service accepts sessions and API calls (false: 503 service_disabled).
+        service_enabled: bool = true, "SIGNAL_SERVICE_ENABLED";
+        /// Whether the WebTransport transport accepts sessions.
+        webtransport_enabled: bool = true, "SIGNAL_WEBTRANSPORT_ENABLED";
+        /// Whether the WSS transport accepts sessions.
+        websocket_enabled: bool = true, "SIGNAL_WEBSOCKET_ENABLED";
+        /// Development mode: hello without a token opens an anonymous session and
+        /// any origin is allowed. Never on the open internet.
+        dev_mode: bool = false, "SIGNAL_DEV_MODE";
+        /// A session is sent token_expiring this many seconds before its token expires.
+        token_refresh_notice_secs: u64 = 60, "SIGNAL_TOKEN_REFRESH_NOTICE_SECS";
+        /// The account service's user file (argon2id hashes), managed with `server users`.
+        users_file: PathBuf = PathBuf::from("data/users.json"), "SIGNAL_USERS_FILE";
+        /// Lifetime of the access tokens /auth/login and /auth/refresh issue, in seconds.
+        access_token_ttl_secs: u64 = 900, "SIGNAL_ACCESS_TOKEN_TTL_SECS";
+        /// Lifetime of a refresh token (and of its family), in seconds.
+        refresh_token_ttl_secs: u64 = 2_592_000, "SIGNAL_REFRESH_TOKEN_TTL_SECS";
     }
     optional {
         /// PEM certificate chain for both listeners (with tls_key); self-signed when unset.
@@ -259,7 +319,42 @@ impl Config {
         if self.jwt_leeway_secs > 3600 {
             return fail("jwt_leeway_secs must be at most 3600");
         }
+        if let Some(bad) = self.allowed_origins.0.iter().find(|o| *o != "*" && !valid_origin(o)) {
+            return Err(ConfigError::Invalid(format!(
+                "allowed_origins: {bad:?} is not an origin like https://app.example.com or *"
+            )));
+        }
+        let at_least_one = [
+            ("auth_failures_before_block", self.auth_failures_before_block as u64),
+            ("auth_failure_window_secs", self.auth_failure_window_secs),
+            ("block_secs", self.block_secs),
+            ("abuse_score_limit", self.abuse_score_limit as u64),
+            ("abuse_closes_before_block", self.abuse_closes_before_block as u64),
+            ("access_token_ttl_secs", self.access_token_ttl_secs),
+            ("refresh_token_ttl_secs", self.refresh_token_ttl_secs),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
         Ok(())
+    }
+
+    /// Whether a browser page of `origin` may connect; `own` is the server's
+    /// own origin as the request names it (its `Host`).
+    pub fn origin_allowed(&self, origin: &str, own_authority: Option<&str>) -> bool {
+        let origin = origin.trim_end_matches('/');
+        self.dev_mode
+            || self.allowed_origins.any()
+            || self
+                .allowed_origins
+                .0
+                .iter()
+                .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            || own_authority.is_some_and(|host| {
+                origin
+                    .strip_prefix("https://")
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+            })
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -279,9 +374,41 @@ impl Config {
     }
 }
 
+/// `scheme://host[:port]` with nothing after it.
+fn valid_origin(origin: &str) -> bool {
+    url::Url::parse(origin).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.path() == "/"
+            && u.query().is_none()
+            && !origin.trim_end_matches('/').ends_with(':')
+            && origin.trim_end_matches('/').matches('/').count() == 2
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_checked_against_the_list_and_the_servers_own() {
+        let config = Config {
+            allowed_origins: "https://app.example.com, http://localhost:3000".parse().unwrap(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        assert!(config.origin_allowed("https://app.example.com", None));
+        assert!(config.origin_allowed("HTTPS://APP.example.com", None));
+        assert!(config.origin_allowed("http://localhost:3000", None));
+        assert!(!config.origin_allowed("http://localhost:3001", None));
+        assert!(!config.origin_allowed("https://evil.example", Some("signal.example:8443")));
+        assert!(config.origin_allowed("https://signal.example:8443", Some("signal.example:8443")));
+        let bad = Config {
+            allowed_origins: "https://app.example.com/path".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -47,10 +47,12 @@ impl Server {
             .collect();
         // Defaults a test may override. Loopback tests open many connections from one address.
         let cert_dir = dir.join("certs").to_string_lossy().into_owned();
+        let users_file = dir.join("data").join("users.json").to_string_lossy().into_owned();
         let defaults = [
             ("webtransport-port", "0"),
             ("https-port", "0"),
             ("cert-dir", cert_dir.as_str()),
+            ("users-file", users_file.as_str()),
             ("connections-per-ip-per-sec", "1000"),
             ("connection-burst-per-ip", "1000"),
         ];

@@ -137,6 +137,7 @@ async fn an_oversized_frame_gets_frame_too_large_and_the_session_goes_on() {
         client.ping().await.expect("the stream stayed in sync");
         room.send(&ClientMessage::Broadcast {
             id: Some(9),
+            seq: None,
             data: "small".into(),
         })
         .await
@@ -212,6 +213,7 @@ async fn room_requests_that_make_no_sense_get_their_own_codes() {
             .control()
             .send(&ClientMessage::Signal {
                 id: Some(3),
+                seq: None,
                 to,
                 signal: Signal::Custom { data: "?".into() },
             })
@@ -226,6 +228,7 @@ async fn room_requests_that_make_no_sense_get_their_own_codes() {
         stray
             .send(&ClientMessage::Broadcast {
                 id: None,
+                seq: None,
                 data: "no room here".into(),
             })
             .await

@@ -173,6 +173,7 @@ async fn broadcasts_reach_every_other_member_and_acks_answer_request_ids() {
     rooms[0]
         .send(&ClientMessage::Broadcast {
             id: Some(42),
+            seq: None,
             data: "hello all".into(),
         })
         .await

@@ -30,7 +30,7 @@ mod webtransport;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use crate::codec::{self, Encoding};
 use crate::error::ErrorCode;
 use crate::ids::{ChannelId, PeerId};
-use crate::message::{ClientMessage, Member, RequestId, ServerMessage, SessionLimits, Signal, Token};
+use crate::message::{ClientMessage, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token};
 use crate::version::PROTOCOL_VERSION;
 
 /// How the client decides to trust the server's certificate.
@@ -200,6 +200,8 @@ pub struct Channel {
     framing: Framing,
     out: mpsc::Sender<Vec<u8>>,
     inbox: mpsc::Receiver<ServerMessage>,
+    /// The `seq` the next `signal` or `broadcast` sent without one gets.
+    next_seq: AtomicU64,
 }
 
 /// How many messages may wait, per channel, for the application to read them.
@@ -211,8 +213,27 @@ impl Channel {
         self.id
     }
 
-    /// Sends a message on this channel.
+    /// Sends a message on this channel. A `signal` or `broadcast` without a
+    /// `seq` gets the channel's next one; one with a `seq` is sent as it is.
     pub async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        match msg {
+            ClientMessage::Signal { seq: None, .. } | ClientMessage::Broadcast { seq: None, .. } => {
+                let mut numbered = msg.clone();
+                if let ClientMessage::Signal { seq, .. } | ClientMessage::Broadcast { seq, .. } = &mut numbered {
+                    *seq = Some(self.next_seq());
+                }
+                self.send_as_is(&numbered).await
+            }
+            _ => self.send_as_is(msg).await,
+        }
+    }
+
+    /// The next `seq` of this channel.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn send_as_is(&self, msg: &ClientMessage) -> Result<(), ClientError> {
         let bytes = match self.framing {
             Framing::Stream => crate::frame::encode_frame(self.encoding, msg),
             Framing::Envelope(ch) => codec::encode_enveloped(self.encoding, ch, msg),
@@ -501,7 +522,15 @@ impl Room {
 
     /// Sends a signal to a peer of the room (no acknowledgement asked).
     pub async fn signal(&self, to: PeerId, signal: Signal) -> Result<(), ClientError> {
-        self.channel.send(&ClientMessage::Signal { id: None, to, signal }).await
+        let seq = Some(self.channel.next_seq());
+        self.channel
+            .send(&ClientMessage::Signal {
+                id: None,
+                seq,
+                to,
+                signal,
+            })
+            .await
     }
 
     /// Sends a payload to every other member.
@@ -509,6 +538,7 @@ impl Room {
         self.channel
             .send(&ClientMessage::Broadcast {
                 id: None,
+                seq: Some(self.channel.next_seq()),
                 data: data.into(),
             })
             .await

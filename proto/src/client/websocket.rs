@@ -151,6 +151,7 @@ impl Link {
             framing: Framing::Envelope(id),
             out: self.out.clone(),
             inbox: in_rx,
+            next_seq: Default::default(),
         }
     }
 

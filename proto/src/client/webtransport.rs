@@ -72,6 +72,7 @@ impl Link {
             framing: Framing::Stream,
             out: out_tx,
             inbox: in_rx,
+            next_seq: Default::default(),
         })
     }
 

@@ -17,6 +17,11 @@ impl ClientKey {
             IpAddr::V6(v6) => ClientKey(IpAddr::V6(mask_v6(v6, 64))),
         }
     }
+
+    /// The address (an IPv6 key is its /64's first address).
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
 }
 
 /// An address made fit for logs: IPv4 without its last octet, IPv6 beyond its /48.

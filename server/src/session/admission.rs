@@ -8,12 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proto::ErrorCode;
 
-use super::addr::ClientKey;
+use super::addr::{ClientKey, MaskedIp};
 use super::budget::TokenBucket;
 use crate::config::Config;
 
@@ -39,6 +40,33 @@ impl AdmissionLimits {
 struct IpEntry {
     open: u32,
     rate: TokenBucket,
+    traffic: Arc<Traffic>,
+}
+
+/// What the sessions of one address sent, for the admin view's top talkers.
+/// Bumped by the sessions without taking the admission lock.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts one frame of `len` bytes.
+    pub fn count(&self, len: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
+/// One address of the admin view's top talkers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Talker {
+    /// Masked as in the logs.
+    pub ip: String,
+    pub sessions: u32,
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -58,6 +86,8 @@ pub struct Admission {
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// When to try again, in seconds, if the refusal says (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -65,7 +95,13 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 
@@ -80,11 +116,13 @@ impl Admission {
     /// Counts a new connection from `ip`, or says which limit refuses it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Refusal> {
         let key = ClientKey::of(ip);
-        let mut state = self.state.lock().expect("admission lock");
+        let mut guard = self.state.lock().expect("admission lock");
+        let state = &mut *guard;
         let limits = self.limits;
         let entry = state.per_ip.entry(key).or_insert_with(|| IpEntry {
             open: 0,
             rate: TokenBucket::new(limits.per_ip_rate, limits.per_ip_burst, now),
+            traffic: Arc::default(),
         });
         if !entry.rate.try_take(1.0, now) {
             return Err(Refusal::new(
@@ -107,13 +145,13 @@ impl Admission {
                 "the server holds as many connections as it may",
             ));
         }
+        entry.open += 1;
+        let traffic = entry.traffic.clone();
         state.open += 1;
-        if let Some(entry) = state.per_ip.get_mut(&key) {
-            entry.open += 1;
-        }
         Ok(Permit {
             admission: self.clone(),
             key,
+            traffic,
         })
     }
 
@@ -127,6 +165,25 @@ impl Admission {
     pub fn sweep(&self, now: Instant) {
         let mut state = self.state.lock().expect("admission lock");
         state.per_ip.retain(|_, e| e.open > 0 || !e.rate.is_full(now));
+    }
+
+    /// The `n` addresses that sent the most messages (among those remembered:
+    /// an address is forgotten once it has nothing open and its rate has recovered).
+    pub fn top_talkers(&self, n: usize) -> Vec<Talker> {
+        let state = self.state.lock().expect("admission lock");
+        let mut talkers: Vec<Talker> = state
+            .per_ip
+            .iter()
+            .map(|(key, e)| Talker {
+                ip: MaskedIp::of(key.ip()).to_string(),
+                sessions: e.open,
+                messages: e.traffic.messages.load(Ordering::Relaxed),
+                bytes: e.traffic.bytes.load(Ordering::Relaxed),
+            })
+            .collect();
+        talkers.sort_by_key(|t| std::cmp::Reverse((t.messages, t.bytes)));
+        talkers.truncate(n);
+        talkers
     }
 
     /// Addresses remembered now.
@@ -147,6 +204,14 @@ impl Admission {
 pub struct Permit {
     admission: Arc<Admission>,
     key: ClientKey,
+    traffic: Arc<Traffic>,
+}
+
+impl Permit {
+    /// Where the session counts what it receives.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
 }
 
 impl std::fmt::Debug for Permit {

@@ -30,6 +30,25 @@ pub struct Claims {
     /// Seconds since the Unix epoch.
     pub expires_at: u64,
     pub rooms: RoomGrant,
+    /// The `roles` claim (`admin` opens the admin API).
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The claims of a session opened without a token in development mode: a
+    /// random `anon-` user, any room, a day's validity, no roles.
+    pub fn anonymous() -> Self {
+        Self {
+            user_id: format!("anon-{:08x}", rand::random::<u32>()).into(),
+            expires_at: now_secs() + 24 * 3600,
+            rooms: RoomGrant::Any,
+            roles: Vec::new(),
+        }
+    }
 }
 
 /// The rooms a token may join.
@@ -67,6 +86,8 @@ pub struct TokenClaims {
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 impl TokenClaims {
@@ -80,6 +101,7 @@ impl TokenClaims {
             iss: None,
             aud: None,
             rooms: None,
+            roles: Vec::new(),
         }
     }
 }
@@ -168,6 +190,7 @@ impl Authenticator {
             user_id: claims.sub.into(),
             expires_at: claims.exp,
             rooms: claims.rooms.map_or(RoomGrant::Any, RoomGrant::Only),
+            roles: claims.roles,
         })
     }
 }

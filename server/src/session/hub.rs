@@ -2,23 +2,29 @@
 //! open sessions.
 //!
 //! A transport asks the hub two things: may this connection become a session
-//! ([`Hub::preflight`]: admission, then the connect URL's token), and then to
-//! open it ([`Hub::open_shared`] or [`Hub::open_per_channel`]); it feeds the
-//! session frames and writes out what lands in its queues.
+//! ([`Hub::preflight`]: the switches, the blocklist, the origin, admission, then
+//! the connect URL's token), and then to open it ([`Hub::open_shared`] or
+//! [`Hub::open_per_channel`]); it feeds the session frames and writes out what
+//! lands in its queues. [`Hub::early_check`] is the part of the preflight that
+//! needs nothing but the address, for transports that can refuse a connection
+//! before its handshake.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use proto::{Encoding, SessionLimits};
+use proto::{Encoding, ErrorCode, SessionLimits};
 use tokio::sync::{mpsc, watch};
 
 use super::addr::MaskedIp;
 use super::admission::{Admission, AdmissionLimits, Permit, Refusal};
-use super::auth::{Authenticator, Claims};
+use super::auth::{AuthError, Authenticator, Claims};
+use super::blocklist::{BlockPolicy, Blocklist, Strike};
 use super::counters::Counters;
 use super::outbox::{Outbox, Outgoing};
 use super::session::Session;
+use super::switches::{Switches, Transport};
 use crate::config::Config;
 use crate::room::Rooms;
 
@@ -31,6 +37,12 @@ pub struct SessionSettings {
     pub queue_len: usize,
     pub queue_bytes: usize,
     pub jwt_leeway: Duration,
+    /// How long before its token expires a session is sent `token_expiring`.
+    pub refresh_notice: Duration,
+    /// Violation points at which a session is closed with `policy_violation`.
+    pub abuse_score_limit: u32,
+    /// Development mode: `hello` without a token opens an anonymous session.
+    pub dev_mode: bool,
 }
 
 impl SessionSettings {
@@ -51,6 +63,9 @@ impl SessionSettings {
             queue_len: config.outbound_queue_messages as usize,
             queue_bytes: config.outbound_queue_bytes as usize,
             jwt_leeway: Duration::from_secs(config.jwt_leeway_secs),
+            refresh_notice: Duration::from_secs(config.token_refresh_notice_secs),
+            abuse_score_limit: config.abuse_score_limit,
+            dev_mode: config.dev_mode,
         }
     }
 }
@@ -67,9 +82,29 @@ pub struct Hub {
     pub settings: SessionSettings,
     pub auth: Authenticator,
     pub admission: Arc<Admission>,
+    pub blocklist: Blocklist,
+    pub switches: Switches,
     pub rooms: Rooms,
     pub counters: Counters,
+    config: Arc<Config>,
+    /// Sessions open now, by [`Transport::index`].
+    open_by_transport: [AtomicU64; 2],
     shutdown: watch::Receiver<bool>,
+}
+
+/// A connection asking to become a session: what its transport knows of it
+/// before the session exists.
+#[derive(Clone, Copy, Debug)]
+pub struct Connecting<'a> {
+    pub remote: SocketAddr,
+    pub transport: Transport,
+    /// The `Origin` of the upgrade or CONNECT request (browsers send one).
+    pub origin: Option<&'a str>,
+    /// The authority the request was sent to (`Host` / `:authority`): a page
+    /// served by this server has it as its own origin.
+    pub authority: Option<&'a str>,
+    /// A token from the connect URL.
+    pub token: Option<&'a str>,
 }
 
 /// A connection that passed admission and, if its connect URL carried a token,
@@ -77,6 +112,7 @@ pub struct Hub {
 pub struct Admitted {
     permit: Permit,
     remote: SocketAddr,
+    transport: Transport,
     claims: Option<Claims>,
 }
 
@@ -90,8 +126,8 @@ pub(super) struct Opening {
     /// Known up front on WebTransport (the connect URL says); on a WebSocket it
     /// follows from the first frame.
     pub encoding: Option<Encoding>,
-    /// For logs only: the session layer treats every transport alike.
-    pub transport: &'static str,
+    /// For logs, stats and switches only: sessions treat every transport alike.
+    pub transport: Transport,
 }
 
 impl Hub {
@@ -100,74 +136,154 @@ impl Hub {
             settings: SessionSettings::from_config(config),
             auth,
             admission: Admission::new(AdmissionLimits::from_config(config)),
+            blocklist: Blocklist::new(BlockPolicy::from_config(config)),
+            switches: Switches::from_config(config),
             rooms: Rooms::new(config.max_room_members as usize),
             counters: Counters::default(),
+            config: Arc::new(config.clone()),
+            open_by_transport: Default::default(),
             shutdown,
         })
     }
 
-    /// Everything checked before a session exists, in order: admission (caps
+    /// Everything checked before a session exists, in order: the switches and
+    /// the blocklist ([`Hub::early_check`]), the page's origin, admission (caps
     /// and rates), then the token of the connect URL if there is one.
-    pub fn preflight(&self, remote: SocketAddr, token: Option<&str>) -> Result<Admitted, Refusal> {
+    pub fn preflight(&self, connecting: &Connecting<'_>) -> Result<Admitted, Refusal> {
+        let remote = connecting.remote;
+        self.early_check(remote.ip(), connecting.transport)?;
+        if let Some(origin) = connecting.origin
+            && !self.config.origin_allowed(origin, connecting.authority)
+        {
+            let refusal = Refusal::new(
+                ErrorCode::OriginNotAllowed,
+                format!("pages from {origin} may not connect to this server"),
+            );
+            return Err(self.refused(remote.ip(), refusal));
+        }
         let permit = self.admit(remote)?;
-        let claims = token.map(|t| self.check_token(t)).transpose()?;
-        Ok(Admitted { permit, remote, claims })
+        let claims = connecting
+            .token
+            .map(|t| self.verify_token(remote.ip(), t))
+            .transpose()?;
+        Ok(Admitted {
+            permit,
+            remote,
+            transport: connecting.transport,
+            claims,
+        })
+    }
+
+    /// What can be checked from the address alone, before any handshake: the
+    /// service and transport switches, and the blocklist.
+    pub fn early_check(&self, ip: IpAddr, transport: Transport) -> Result<(), Refusal> {
+        self.switches
+            .check(transport)
+            .and_then(|()| self.check_blocklist(ip))
+            .map_err(|refusal| self.refused(ip, refusal))
+    }
+
+    /// `Err(ip_blocked)` while `ip` is blocked (the HTTP API asks this too).
+    pub fn check_blocklist(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.blocklist.check(ip, Instant::now()).map_err(|blocked| {
+            Refusal::new(
+                ErrorCode::IpBlocked,
+                format!(
+                    "this address is blocked for {} more seconds ({})",
+                    blocked.retry_after_secs(),
+                    blocked.reason.as_str()
+                ),
+            )
+            .retry_after(blocked.retry_after_secs())
+        })
+    }
+
+    /// Whether a browser page of `origin` may use the server (the HTTP API's CORS asks this).
+    pub fn origin_allowed(&self, origin: &str, authority: Option<&str>) -> bool {
+        self.config.origin_allowed(origin, authority)
+    }
+
+    fn refused(&self, ip: IpAddr, refusal: Refusal) -> Refusal {
+        self.counters.error(refusal.code);
+        let ip = MaskedIp::of(ip);
+        match refusal.code {
+            ErrorCode::IpBlocked | ErrorCode::OriginNotAllowed => {
+                tracing::info!(target: "security", event = "connection_refused", %ip, code = %refusal.code, "connection refused");
+            }
+            _ => tracing::info!(%ip, code = %refusal.code, "connection refused"),
+        }
+        refusal
     }
 
     fn admit(&self, remote: SocketAddr) -> Result<Permit, Refusal> {
-        let admitted = if *self.shutdown.borrow() {
-            Err(Refusal::new(
-                proto::ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ))
-        } else {
-            self.admission.admit(remote.ip(), Instant::now())
-        };
-        admitted.inspect_err(|refusal| {
-            self.counters.error(refusal.code);
-            tracing::info!(ip = %MaskedIp::of(remote.ip()), code = %refusal.code, "connection refused");
-        })
+        if *self.shutdown.borrow() {
+            let refusal = Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down");
+            return Err(self.refused(remote.ip(), refusal));
+        }
+        self.admission
+            .admit(remote.ip(), Instant::now())
+            .map_err(|refusal| self.refused(remote.ip(), refusal))
     }
 
-    fn check_token(&self, token: &str) -> Result<Claims, Refusal> {
-        self.auth.verify(token).map_err(|e| {
-            self.counters.error(e.code());
-            Refusal::new(e.code(), e.to_string())
-        })
+    fn verify_token(&self, ip: IpAddr, token: &str) -> Result<Claims, Refusal> {
+        self.authenticate(ip, token)
+            .map_err(|e| Refusal::new(e.code(), e.to_string()))
+    }
+
+    /// Verifies a token presented from `ip`; a failure is a strike against the
+    /// address (and a security event).
+    pub fn authenticate(&self, ip: IpAddr, token: &str) -> Result<Claims, AuthError> {
+        self.auth
+            .verify(token)
+            .inspect_err(|e| self.auth_failed(ip, e.code(), &e.to_string()))
+    }
+
+    /// Records a failed authentication from `ip` (a bad token or a failed login).
+    pub fn auth_failed(&self, ip: IpAddr, code: ErrorCode, reason: &str) {
+        self.counters.error(code);
+        tracing::warn!(
+            target: "security",
+            event = "auth_failed",
+            ip = %MaskedIp::of(ip),
+            %code,
+            reason,
+            "authentication failed"
+        );
+        self.blocklist.strike(ip, Strike::AuthFailure, Instant::now());
+    }
+
+    /// Sessions open now on `transport`.
+    pub fn open_sessions(&self, transport: Transport) -> u64 {
+        self.open_by_transport[transport.index()].load(Ordering::Relaxed)
+    }
+
+    pub(super) fn session_closed(&self, transport: Transport) {
+        self.open_by_transport[transport.index()].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Opens a session whose channels share one outbound queue (a WebSocket);
     /// returns the queue for the transport's writer.
-    pub fn open_shared(
-        self: &Arc<Self>,
-        admitted: Admitted,
-        transport: &'static str,
-    ) -> (Arc<Session>, mpsc::Receiver<Outgoing>) {
+    pub fn open_shared(self: &Arc<Self>, admitted: Admitted) -> (Arc<Session>, mpsc::Receiver<Outgoing>) {
         let (outbox, queue) = Outbox::shared(self.settings.queue_len, self.settings.queue_bytes);
-        (self.open(admitted, outbox, None, transport), queue)
+        (self.open(admitted, outbox, None), queue)
     }
 
     /// Opens a session whose channels get outbound queues of their own (streams,
     /// added with [`Session::add_channel`]).
-    pub fn open_per_channel(
-        self: &Arc<Self>,
-        admitted: Admitted,
-        encoding: Encoding,
-        transport: &'static str,
-    ) -> Arc<Session> {
+    pub fn open_per_channel(self: &Arc<Self>, admitted: Admitted, encoding: Encoding) -> Arc<Session> {
         let outbox = Outbox::per_channel(self.settings.queue_bytes);
-        self.open(admitted, outbox, Some(encoding), transport)
+        self.open(admitted, outbox, Some(encoding))
     }
 
-    fn open(
-        self: &Arc<Self>,
-        admitted: Admitted,
-        outbox: Arc<Outbox>,
-        encoding: Option<Encoding>,
-        transport: &'static str,
-    ) -> Arc<Session> {
+    fn open(self: &Arc<Self>, admitted: Admitted, outbox: Arc<Outbox>, encoding: Option<Encoding>) -> Arc<Session> {
         self.counters.session_opened();
-        let Admitted { permit, remote, claims } = admitted;
+        let Admitted {
+            permit,
+            remote,
+            transport,
+            claims,
+        } = admitted;
+        self.open_by_transport[transport.index()].fetch_add(1, Ordering::Relaxed);
         Session::open(
             self.clone(),
             Opening {

@@ -1,14 +1,15 @@
 //! Requests: what the session does with each decoded client message.
 //!
-//! `hello` opens the session; `join`, `leave`, `signal` and `broadcast` act on
-//! rooms; `ping` is answered. Every refusal is an `error` with its code, on the
+//! `hello` opens the session and `refresh` renews its token; `join`, `leave`,
+//! `signal` and `broadcast` act on rooms (the last two only with a `seq` above
+//! the channel's last one); `ping` is answered. Every refusal is an `error` with its code, on the
 //! request's channel (errors that end the session go on the control channel,
 //! followed by the `goodbye`). [`super::session`] checks frames against the limits and
 //! decodes them before they get here.
 
 use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};
 use proto::{
-    CONTROL_CHANNEL, ChannelId, ClientMessage, ErrorCode, PeerId, RequestId, RoomId, ServerMessage, Signal, Token,
+    CONTROL_CHANNEL, ChannelId, ClientMessage, ErrorCode, PeerId, RequestId, RoomId, Seq, ServerMessage, Signal, Token,
 };
 
 use super::auth::Claims;
@@ -29,8 +30,7 @@ impl Session {
                     );
                 }
                 if let Some(claims) = self.hello(id, version, token, preauth.take()) {
-                    let expires = self.hub.settings.expiry_instant(claims.expires_at);
-                    state.phase = Phase::Open { claims, expires };
+                    state.phase = Phase::open(claims, &self.hub);
                     // The idle deadline may come before the authentication deadline did.
                     self.deadline_moved.notify_one();
                 }
@@ -56,13 +56,21 @@ impl Session {
                 self.join(state, &claims, channel, id, &room);
             }
             (Phase::Open { .. }, ClientMessage::Leave { id }) => self.leave(state, channel, id),
-            (Phase::Open { .. }, ClientMessage::Signal { id, to, signal }) => {
-                self.signal(state, channel, id, to, signal)
-            }
-            (Phase::Open { .. }, ClientMessage::Broadcast { id, data }) => {
+            (Phase::Open { .. }, ClientMessage::Signal { id, seq, to, signal }) => {
                 let Some(room) = self.room_of(state, channel, id) else {
                     return;
                 };
+                if self.check_seq(state, channel, id, seq) {
+                    self.signal(&room, channel, id, to, signal)
+                }
+            }
+            (Phase::Open { .. }, ClientMessage::Broadcast { id, seq, data }) => {
+                let Some(room) = self.room_of(state, channel, id) else {
+                    return;
+                };
+                if !self.check_seq(state, channel, id, seq) {
+                    return;
+                }
                 self.hub.rooms.broadcast(
                     &room,
                     self.peer_id,
@@ -76,7 +84,72 @@ impl Session {
             (Phase::Open { .. }, ClientMessage::Ping { id, nonce }) => {
                 self.send(channel, ServerMessage::Pong { id, nonce })
             }
+            (Phase::Open { .. }, ClientMessage::Refresh { id, token }) => self.refresh(state, channel, id, &token),
         }
+    }
+
+    /// Accepts `seq` if it is above the channel's last one, else reports the
+    /// message as replayed (or as missing its `seq`).
+    fn check_seq(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, seq: Option<Seq>) -> bool {
+        let now = std::time::Instant::now();
+        let Some(seq) = seq else {
+            self.error(
+                channel,
+                id,
+                ErrorCode::InvalidMessage,
+                "signal and broadcast need a seq, increasing per channel".into(),
+            );
+            self.score(state, ErrorCode::InvalidMessage, now);
+            return false;
+        };
+        match state.seqs.get(&channel) {
+            Some(&last) if seq <= last => {
+                self.error(
+                    channel,
+                    id,
+                    ErrorCode::Replayed,
+                    format!("seq {seq} is not above this channel's last seq {last}; not relayed"),
+                );
+                self.score(state, ErrorCode::Replayed, now);
+                false
+            }
+            _ => {
+                state.seqs.insert(channel, seq);
+                true
+            }
+        }
+    }
+
+    /// Replaces the session's token with a fresh one for the same user.
+    fn refresh(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, token: &Token) {
+        if channel != CONTROL_CHANNEL {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::WrongChannel,
+                "refresh goes on the control channel (0)".into(),
+            );
+        }
+        let Phase::Open { claims: current, .. } = &state.phase else {
+            return;
+        };
+        let claims = match self.hub.authenticate(self.ip, &token.0) {
+            Ok(claims) => claims,
+            // The session keeps its current token until that one expires.
+            Err(e) => return self.error(channel, id, e.code(), e.to_string()),
+        };
+        if claims.user_id != current.user_id {
+            return self.error(
+                channel,
+                id,
+                ErrorCode::WrongUser,
+                "the new token is for another user".into(),
+            );
+        }
+        tracing::info!(expires_at = claims.expires_at, "token refreshed");
+        state.phase = Phase::open(claims, &self.hub);
+        self.deadline_moved.notify_one();
+        self.ack(channel, id);
     }
 
     /// Checks the version and the token; on success sends `welcome`.
@@ -96,7 +169,7 @@ impl Session {
             return None;
         };
         let claims = match (token, preauth) {
-            (Some(token), _) => match self.hub.auth.verify(&token.0) {
+            (Some(token), _) => match self.hub.authenticate(self.ip, &token.0) {
                 Ok(claims) => claims,
                 Err(e) => {
                     self.fatal(id, e.code(), e.to_string());
@@ -104,6 +177,7 @@ impl Session {
                 }
             },
             (None, Some(claims)) => claims,
+            (None, None) if self.hub.settings.dev_mode => Claims::anonymous(),
             (None, None) => {
                 self.fatal(
                     id,
@@ -193,6 +267,7 @@ impl Session {
             return;
         };
         state.rooms.remove(&channel);
+        state.seqs.remove(&channel);
         self.hub.rooms.leave(&room, self.peer_id);
         tracing::debug!(%room, "room left");
         self.send(
@@ -205,10 +280,7 @@ impl Session {
         self.outbox.remove_channel(channel);
     }
 
-    fn signal(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
-        let Some(room) = self.room_of(state, channel, id) else {
-            return;
-        };
+    fn signal(&self, room: &RoomId, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
         if to == self.peer_id {
             return self.error(
                 channel,
@@ -228,7 +300,7 @@ impl Session {
             );
         }
         match self.hub.rooms.send_to(
-            &room,
+            room,
             to,
             ServerMessage::Signal {
                 from: self.peer_id,

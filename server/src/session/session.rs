@@ -8,19 +8,25 @@
 //! session takes it out of every room.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proto::codec::{self, DecodeError};
-use proto::{CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId, ServerMessage};
+use proto::{
+    CONTROL_CHANNEL, ChannelId, ClientMessage, Encoding, ErrorCode, PeerId, RequestId, RoomId, Seq, ServerMessage,
+};
 use tracing::Span;
 
 use super::addr::MaskedIp;
 use super::admission::Permit;
 use super::auth::Claims;
+use super::blocklist::Strike;
 use super::budget::Budget;
 use super::hub::{Hub, Opening};
 use super::outbox::{Goodbye, Outbox};
+use super::score::Score;
+use super::switches::Transport;
 
 /// At most one budget violation is reported per this interval.
 const BUDGET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -32,7 +38,22 @@ pub(super) enum Phase {
         claims: Claims,
         /// When the token expires (with the configured leeway): the session ends then.
         expires: Instant,
+        /// When to send `token_expiring`; `None` once sent (a refresh sets it again).
+        notice: Option<Instant>,
     },
+}
+
+impl Phase {
+    /// The open phase for `claims`.
+    pub(super) fn open(claims: Claims, hub: &Hub) -> Phase {
+        let expires = hub.settings.expiry_instant(claims.expires_at);
+        let notice = expires.checked_sub(hub.settings.refresh_notice + hub.settings.jwt_leeway);
+        Phase::Open {
+            claims,
+            expires,
+            notice: Some(notice.unwrap_or_else(Instant::now)),
+        }
+    }
 }
 
 pub(super) struct State {
@@ -40,6 +61,9 @@ pub(super) struct State {
     pub(super) budget: Budget,
     /// The rooms joined, by the channel each uses.
     pub(super) rooms: HashMap<ChannelId, RoomId>,
+    /// The last `seq` relayed on each room's channel.
+    pub(super) seqs: HashMap<ChannelId, Seq>,
+    pub(super) score: Score,
     pub(super) last_seen: Instant,
     /// When a budget violation was last reported: a flood gets one error a
     /// second, not one per dropped frame (every drop is still counted).
@@ -55,7 +79,16 @@ pub struct Session {
     /// Wakes [`Session::closed`] when a deadline may have moved earlier.
     pub(super) deadline_moved: tokio::sync::Notify,
     pub(super) span: Span,
-    _permit: Permit,
+    pub(super) ip: IpAddr,
+    transport: Transport,
+    pub(super) permit: Permit,
+}
+
+/// What happens when the session's next deadline passes.
+enum Deadline {
+    End(Goodbye),
+    /// Tell the client its token is about to expire.
+    Notice,
 }
 
 impl Session {
@@ -68,7 +101,7 @@ impl Session {
             session = %id,
             peer = %peer_id,
             ip = %MaskedIp::of(opening.remote.ip()),
-            transport = opening.transport,
+            transport = opening.transport.as_str(),
         );
         if let Some(encoding) = opening.encoding {
             opening.outbox.set_encoding_once(encoding);
@@ -81,6 +114,8 @@ impl Session {
             },
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
+            seqs: HashMap::new(),
+            score: Score::new(now),
             last_seen: now,
             last_budget_report: None,
         };
@@ -92,7 +127,9 @@ impl Session {
             state: Mutex::new(state),
             deadline_moved: tokio::sync::Notify::new(),
             span,
-            _permit: opening.permit,
+            ip: opening.remote.ip(),
+            transport: opening.transport,
+            permit: opening.permit,
         })
     }
 
@@ -138,12 +175,13 @@ impl Session {
         state.last_seen = now;
         // Skipping it still cost its bytes: they come out of the byte budget.
         state.budget.charge_skipped(len, now);
-        drop(state);
+        self.permit.traffic().count(len);
         let max = self.hub.max_frame();
         self.violation(
             ErrorCode::FrameTooLarge,
             format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
         );
+        self.score(&mut state, ErrorCode::FrameTooLarge, now);
     }
 
     /// A transport-level keepalive (a WebSocket ping): the client is there.
@@ -155,6 +193,7 @@ impl Session {
     pub fn on_channel_closed(&self, channel: ChannelId) {
         let _enter = self.span.enter();
         let mut state = self.state.lock().expect("session lock");
+        state.seqs.remove(&channel);
         if let Some(room) = state.rooms.remove(&channel) {
             self.hub.rooms.leave(&room, self.peer_id);
             tracing::debug!(%room, "room left (channel closed)");
@@ -167,7 +206,7 @@ impl Session {
     pub async fn closed(&self) -> Goodbye {
         let mut shutdown = self.hub.shutdown_signal();
         loop {
-            let (deadline, on_expiry) = self.deadline();
+            let (deadline, _) = self.deadline();
             tokio::select! {
                 goodbye = self.outbox.closed() => {
                     let _enter = self.span.enter();
@@ -183,32 +222,61 @@ impl Session {
                 }
                 () = self.deadline_moved.notified() => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    if self.deadline().0 <= Instant::now() {
-                        self.end(on_expiry);
+                    let (deadline, action) = self.deadline();
+                    if deadline <= Instant::now() {
+                        match action {
+                            Deadline::End(goodbye) => self.end(goodbye),
+                            Deadline::Notice => self.token_expiring(),
+                        }
                     }
                 }
             }
         }
     }
 
-    fn deadline(&self) -> (Instant, Goodbye) {
+    /// The session's next deadline and what happens then.
+    fn deadline(&self) -> (Instant, Deadline) {
         let state = self.state.lock().expect("session lock");
         match state.phase {
             Phase::AwaitingHello { deadline, .. } => (
                 deadline,
-                Goodbye::new(ErrorCode::AuthTimeout, "no hello with a valid token arrived in time"),
+                Deadline::End(Goodbye::new(
+                    ErrorCode::AuthTimeout,
+                    "no hello with a valid token arrived in time",
+                )),
             ),
+            Phase::Open {
+                notice: Some(notice), ..
+            } if notice <= state.last_seen + self.hub.settings.idle_timeout => (notice, Deadline::Notice),
             Phase::Open { expires, .. } if expires <= state.last_seen + self.hub.settings.idle_timeout => (
                 expires,
-                Goodbye::new(ErrorCode::TokenExpired, "the session's token has expired"),
+                Deadline::End(Goodbye::new(
+                    ErrorCode::TokenExpired,
+                    "the session's token has expired; send refresh with a fresh token before it does",
+                )),
             ),
             Phase::Open { .. } => (
                 state.last_seen + self.hub.settings.idle_timeout,
-                Goodbye::new(
+                Deadline::End(Goodbye::new(
                     ErrorCode::IdleTimeout,
                     "nothing arrived within the idle timeout; send pings",
-                ),
+                )),
             ),
+        }
+    }
+
+    /// Sends `token_expiring` (once per token).
+    fn token_expiring(&self) {
+        let mut state = self.state.lock().expect("session lock");
+        if let Phase::Open { expires, notice, .. } = &mut state.phase
+            && notice.take().is_some()
+        {
+            let left = expires.saturating_duration_since(Instant::now());
+            let expires_in_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            drop(state);
+            let _enter = self.span.enter();
+            tracing::debug!(expires_in_ms, "token expiring");
+            self.send(CONTROL_CHANNEL, ServerMessage::TokenExpiring { expires_in_ms });
         }
     }
 
@@ -232,17 +300,21 @@ impl Session {
         let max = self.hub.max_frame();
         if frame.len() > max {
             let len = frame.len();
-            return self.violation(
+            self.violation(
                 ErrorCode::FrameTooLarge,
                 format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
             );
+            self.score(&mut state, ErrorCode::FrameTooLarge, now);
+            return;
         }
+        self.permit.traffic().count(frame.len());
         if let Err(code) = state.budget.charge(frame.len(), now) {
             if state
                 .last_budget_report
                 .is_some_and(|at| now.duration_since(at) < BUDGET_REPORT_INTERVAL)
             {
                 self.hub.counters.error(code);
+                self.score(&mut state, code, now);
                 return;
             }
             state.last_budget_report = Some(now);
@@ -254,11 +326,17 @@ impl Session {
                 ),
                 _ => format!("more than {} bytes per second; message dropped", limits.bytes_per_sec),
             };
-            return self.violation(code, message);
+            self.violation(code, message);
+            self.score(&mut state, code, now);
+            return;
         }
         let (channel, msg) = match decode(frame) {
             Ok(decoded) => decoded,
-            Err(e) => return self.violation(ErrorCode::BadFrame, e.to_string()),
+            Err(e) => {
+                self.violation(e.code(), e.to_string());
+                self.score(&mut state, e.code(), now);
+                return;
+            }
         };
         // Replies use the encoding of the first frame that decoded.
         self.outbox.set_encoding_once(encoding);
@@ -269,6 +347,28 @@ impl Session {
     /// Reports a frame that broke a limit or could not be decoded.
     fn violation(&self, code: ErrorCode, message: String) {
         self.error(CONTROL_CHANNEL, None, code, message);
+    }
+
+    /// Adds the points of a violation to the session's score; at the limit the
+    /// session is closed with `policy_violation`, a strike against its address.
+    pub(super) fn score(&self, state: &mut State, code: ErrorCode, now: Instant) {
+        let limit = self.hub.settings.abuse_score_limit;
+        if state.score.add(code, now) < limit || self.outbox.goodbye().is_some() {
+            return;
+        }
+        tracing::warn!(
+            target: "security",
+            event = "policy_violation",
+            ip = %MaskedIp::of(self.ip),
+            last = %code,
+            "session closed for repeated violations"
+        );
+        self.fatal(
+            None,
+            ErrorCode::PolicyViolation,
+            format!("too many violations (score {limit}); the session is closed"),
+        );
+        self.hub.blocklist.strike(self.ip, Strike::Abuse, now);
     }
 
     pub(super) fn ack(&self, channel: ChannelId, id: Option<RequestId>) {
@@ -320,6 +420,7 @@ impl Drop for Session {
         for room in state.rooms.values() {
             self.hub.rooms.leave(room, self.peer_id);
         }
+        self.hub.session_closed(self.transport);
         tracing::info!("session closed");
     }
 }
@@ -357,8 +458,15 @@ mod tests {
         }
 
         fn session(&self, port: u16) -> (Arc<Session>, mpsc::Receiver<Outgoing>) {
-            let admitted = self.hub.preflight(([192, 0, 2, 1], port).into(), None).unwrap();
-            self.hub.open_shared(admitted, "test")
+            let connecting = crate::session::Connecting {
+                remote: ([192, 0, 2, 1], port).into(),
+                transport: Transport::WebSocket,
+                origin: None,
+                authority: None,
+                token: None,
+            };
+            let admitted = self.hub.preflight(&connecting).unwrap();
+            self.hub.open_shared(admitted)
         }
 
         fn token(user: &str) -> Token {
@@ -426,6 +534,7 @@ mod tests {
             5,
             ClientMessage::Signal {
                 id: Some(3),
+                seq: Some(1),
                 to: alice.peer_id(),
                 signal: offer.clone(),
             },

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use proto::codec::{self, HARD_MAX_FRAME};
@@ -19,20 +20,29 @@ use tracing::Instrument;
 
 use super::FLUSH_TIMEOUT;
 use crate::http::{AppState, refusal_response};
-use crate::session::{Admitted, Goodbye, Hub, Outbox, Outgoing, Session};
+use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Session, Transport};
 #[derive(Deserialize)]
 pub struct ConnectQuery {
     token: Option<String>,
 }
 
-/// `GET /ws`: checks admission and the URL token, then upgrades.
+/// `GET /ws`: checks the switches, the blocklist, the origin, admission and
+/// the URL token, then upgrades.
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<ConnectQuery>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let admitted = match app.hub.preflight(remote, query.token.as_deref()) {
+    let connecting = Connecting {
+        remote,
+        transport: Transport::WebSocket,
+        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        authority: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+        token: query.token.as_deref(),
+    };
+    let admitted = match app.hub.preflight(&connecting) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal_response(&refusal),
     };
@@ -43,7 +53,7 @@ pub async fn upgrade(
 }
 
 async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
-    let (session, mut queue) = hub.open_shared(admitted, "websocket");
+    let (session, mut queue) = hub.open_shared(admitted);
     let outbox = session.outbox().clone();
     let span = session.span().clone();
     let (mut sink, stream) = socket.split();

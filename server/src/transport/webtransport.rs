@@ -5,9 +5,11 @@
 //! is a room's, opened by the client with `join` as its first frame. Each
 //! stream has its own reader and writer task, so a stalled room never holds up
 //! another. The connect URL states the encoding (`?encoding=json|bincode`,
-//! JSON by default) and may carry the token (`?token=`). wtransport can refuse
-//! a session only with 403, 404 or 429: a bad URL token gets 403, a refused
-//! admission 429, an unknown path or encoding 404.
+//! JSON by default) and may carry the token (`?token=`). A blocked address, or
+//! a switched-off transport, is refused at the QUIC level before any handshake
+//! work. wtransport can refuse a CONNECT only with 403, 404 or 429: a bad URL
+//! token or a foreign origin gets 403, any other refusal 429, an unknown path or
+//! encoding 404.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use wtransport::endpoint::{IncomingSession, endpoint_side};
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, StreamId, VarInt};
 
 use super::FLUSH_TIMEOUT;
-use crate::session::{Admitted, Goodbye, Hub, Outbox, Outgoing, Session};
+use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Session, Transport};
 
 /// Accepts WebTransport sessions for as long as the process runs (during a
 /// shutdown, admission refuses new ones).
@@ -39,16 +41,21 @@ async fn handle(incoming: IncomingSession, hub: Arc<Hub>, handshake_timeout: Dur
     else {
         return;
     };
-    let session = hub.open_per_channel(admitted, encoding, "webtransport");
+    let session = hub.open_per_channel(admitted, encoding);
     let span = session.span().clone();
     drive(conn, session, encoding).instrument(span).await;
 }
 
 /// Completes the handshake and answers the CONNECT request: refused (404 for an
-/// unknown path or encoding, 403 for a bad URL token, 429 for admission) or
-/// accepted.
+/// unknown path or encoding, 403 for a bad URL token or origin, 429 for
+/// admission) or accepted.
 async fn establish(incoming: IncomingSession, hub: &Hub) -> Option<(Connection, Admitted, Encoding)> {
     let remote = incoming.remote_address();
+    if hub.early_check(remote.ip(), Transport::WebTransport).is_err() {
+        // No TLS work for a blocked address or a switched-off transport.
+        incoming.refuse();
+        return None;
+    }
     let request = match incoming.await {
         Ok(request) => request,
         Err(e) => {
@@ -60,10 +67,17 @@ async fn establish(incoming: IncomingSession, hub: &Hub) -> Option<(Connection, 
         request.not_found().await;
         return None;
     };
-    let admitted = match hub.preflight(remote, connect.token.as_deref()) {
+    let connecting = Connecting {
+        remote,
+        transport: Transport::WebTransport,
+        origin: request.origin(),
+        authority: Some(request.authority()),
+        token: connect.token.as_deref(),
+    };
+    let admitted = match hub.preflight(&connecting) {
         Ok(admitted) => admitted,
         // wtransport can answer only 403, 404 or 429.
-        Err(refusal) if refusal.code.http_status() == 401 => {
+        Err(refusal) if matches!(refusal.code.http_status(), 401 | 403) => {
             request.forbidden().await;
             return None;
         }
