@@ -17,6 +17,11 @@ pub enum FrameError {
     /// still in sync and the next frame can be read.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
+    /// The length prefix claims more than [`crate::codec::HARD_MAX_FRAME`]: no
+    /// reader will skip that much (a prefix of 4 GiB would hold the stream
+    /// hostage), so the stream cannot be kept in sync and should be closed.
+    #[error("frame of {len} bytes is beyond any limit; the stream cannot continue")]
+    Unskippable { len: usize },
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame")]
     Truncated,
@@ -66,6 +71,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let len = u32::from_be_bytes(prefix) as usize;
     buf.clear();
+    if len > max.max(crate::codec::HARD_MAX_FRAME) {
+        return Err(FrameError::Unskippable { len });
+    }
     if len > max {
         skip(reader, len).await?;
         return Err(FrameError::TooLarge { len, max });
@@ -120,6 +128,14 @@ mod tests {
         assert!(matches!(err, FrameError::TooLarge { len: 100, max: 10 }));
         assert!(read_frame(&mut reader, &mut buf, 10).await.unwrap());
         assert_eq!(buf, b"next");
+    }
+
+    #[tokio::test]
+    async fn a_length_beyond_the_hard_limit_is_not_skipped() {
+        let wire = u32::MAX.to_be_bytes();
+        let mut reader = &wire[..];
+        let err = read_frame(&mut reader, &mut Vec::new(), 10).await.unwrap_err();
+        assert!(matches!(err, FrameError::Unskippable { len } if len == u32::MAX as usize));
     }
 
     #[tokio::test]

@@ -80,11 +80,17 @@ pub fn router(state: AppState) -> Router {
 /// and a JSON body `{"code": ..., "message": ...}`.
 pub fn refusal_response(refusal: &Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (
+    let mut response = (
         status,
         Json(json!({ "code": refusal.code, "message": refusal.message })),
     )
-        .into_response()
+        .into_response();
+    if let Some(secs) = refusal.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

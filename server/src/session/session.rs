@@ -184,6 +184,21 @@ impl Session {
         self.score(&mut state, ErrorCode::FrameTooLarge, now);
     }
 
+    /// A stream whose next frame claims a length no reader will skip (more than
+    /// 1 MiB): the transport stops reading the stream. On the control channel
+    /// that ends the session; on a room's channel, the room is left.
+    pub fn on_unframeable(&self, channel: ChannelId, len: usize) {
+        let _enter = self.span.enter();
+        let message = format!("a frame of {len} bytes can never be read; channel {channel} is closed");
+        if channel == CONTROL_CHANNEL {
+            self.fatal(None, ErrorCode::FrameTooLarge, message);
+        } else {
+            self.violation(ErrorCode::FrameTooLarge, message);
+        }
+        let mut state = self.state.lock().expect("session lock");
+        self.score(&mut state, ErrorCode::FrameTooLarge, Instant::now());
+    }
+
     /// A transport-level keepalive (a WebSocket ping): the client is there.
     pub fn on_keepalive(&self) {
         self.state.lock().expect("session lock").last_seen = Instant::now();

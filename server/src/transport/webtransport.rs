@@ -154,8 +154,9 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
             goodbye = session.closed() => break Some(goodbye),
             Some(done) = readers.join_next() => {
                 if let Ok(CONTROL_CHANNEL) = done {
-                    // The client closed its control stream: it is leaving.
-                    break None;
+                    // The control stream ended: the client is leaving, or the
+                    // session ended it (an unreadable frame) and has a goodbye.
+                    break session.outbox().goodbye();
                 }
             }
             // Rooms that were left: their writers are done.
@@ -205,6 +206,10 @@ async fn read_channel(
                 }
             }
             Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(len),
+            Err(FrameError::Unskippable { len }) => {
+                session.on_unframeable(channel, len);
+                break;
+            }
             Ok(false) | Err(_) => break,
         }
     }
