@@ -50,6 +50,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
              mint one with `server token --sub <user>`, and configure jwt_secret or jwt_public_key in production"
         );
     }
+    if config.dev_mode {
+        announce_dev_mode();
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let hub = Hub::new(&config, auth, shutdown_rx.clone());
 
@@ -112,6 +115,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// Development mode relaxes authentication and the origin check: say so where
+/// nobody can miss it, on stderr and in the log.
+fn announce_dev_mode() {
+    const BANNER: &str = "DEVELOPMENT MODE: sessions may open WITHOUT A TOKEN (as anonymous users) and pages \
+                          from ANY ORIGIN may connect. Never run this on the open internet; turn dev_mode off.";
+    eprintln!("\n{}\n{BANNER}\n{}\n", "!".repeat(78), "!".repeat(78));
+    tracing::warn!(target: "security", event = "dev_mode", "{BANNER}");
+}
+
 /// QUIC transport settings: a client may open the control stream and one
 /// stream per room it may join, plus a little slack for streams being closed.
 fn quic_transport(config: &Config) -> wtransport::quinn::TransportConfig {
@@ -149,6 +161,7 @@ async fn housekeeping(hub: Arc<Hub>, certs: Arc<CertStore>, mut shutdown: watch:
             () = crate::shutdown::signalled(&mut shutdown) => return,
         }
         hub.admission.sweep(Instant::now());
+        hub.blocklist.sweep(Instant::now());
         if let Err(e) = certs.rotate(time::OffsetDateTime::now_utc()) {
             tracing::error!(error = %e, "certificate rotation failed; will retry");
         }

@@ -7,10 +7,14 @@
 //! | `GET /ready` | readiness: 200 `{"status":"ready"}`, 503 while shutting down |
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
+//! | `/admin/*` | the operators' view ([`admin`]) |
 //! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
-//! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`.
+//! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`. The
+//! API routes answer only pages on the origin allow-list ([`cors`]).
 
+pub mod admin;
+mod cors;
 mod serve;
 
 use std::sync::Arc;
@@ -38,7 +42,11 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", state.webtransport_port))
         .expect("a port number makes a valid header");
+    let api = Router::new()
+        .merge(admin::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard));
     Router::new()
+        .merge(api)
         .route("/", get(index))
         .route(
             "/signaling.js",
@@ -100,6 +108,8 @@ async fn ready(State(state): State<AppState>) -> Response {
             Json(json!({ "status": "shutting_down" })),
         )
             .into_response()
+    } else if !state.hub.switches.state().service {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "disabled" }))).into_response()
     } else {
         Json(json!({ "status": "ready", "sessions": state.hub.admission.open() })).into_response()
     }

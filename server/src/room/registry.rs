@@ -153,6 +153,32 @@ impl Rooms {
             .map(|s| s.lock().expect("room shard lock").len())
             .sum()
     }
+
+    /// Rooms, members in all of them, and the `n` largest rooms with their sizes
+    /// (for the admin view; takes each shard's lock once).
+    pub fn census(&self, n: usize) -> Census {
+        let mut census = Census::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().expect("room shard lock");
+            census.rooms += shard.len();
+            for (id, room) in shard.iter() {
+                census.members += room.seats.len();
+                census.largest.push((id.to_string(), room.seats.len()));
+            }
+            census.largest.sort_by_key(|(_, members)| std::cmp::Reverse(*members));
+            census.largest.truncate(n);
+        }
+        census
+    }
+}
+
+/// What the admin view shows of the rooms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub rooms: usize,
+    pub members: usize,
+    /// `(room, members)`, largest first.
+    pub largest: Vec<(String, usize)>,
 }
 
 #[cfg(test)]

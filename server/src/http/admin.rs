@@ -1,0 +1,211 @@
+//! The operators' view: `/admin/*`, for tokens whose `roles` claim holds `admin`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /admin/stats` | sessions by transport, top talkers (masked), blocked addresses with time left, failed authentications, violations by kind, rooms and members, switches |
+//! | `POST /admin/unblock` | `{"ip": "192.0.2.7"}`: lifts that address's block |
+//! | `GET /admin/switches` | the service and transport switches |
+//! | `POST /admin/switches` | `{"websocket": false}`: flips some of them (503 `service_disabled` while off) |
+//!
+//! A missing token is `auth_required` (401), a bad one counts as a failed
+//! authentication (and toward the address's block), a token without the role
+//! is `forbidden` (403). The admin API keeps working while the service is
+//! switched off, so an operator can switch it back on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use proto::ErrorCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::{AppState, refusal_response};
+use crate::session::Refusal;
+use crate::session::auth::Claims;
+use crate::session::switches::{SwitchChange, Transport};
+
+/// How many top talkers and largest rooms the stats show.
+const TOP: usize = 10;
+
+/// The largest request body the admin API reads.
+const MAX_BODY: usize = 4096;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/stats", get(stats))
+        .route("/admin/unblock", post(unblock))
+        .route("/admin/switches", get(switches).post(set_switches))
+}
+
+/// Violations that the stats count by kind.
+const VIOLATIONS: &[ErrorCode] = &[
+    ErrorCode::RateLimited,
+    ErrorCode::ByteRateLimited,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::BadFrame,
+    ErrorCode::UnknownType,
+    ErrorCode::InvalidMessage,
+    ErrorCode::WrongChannel,
+    ErrorCode::Replayed,
+    ErrorCode::PolicyViolation,
+    ErrorCode::SlowConsumer,
+];
+
+/// Failed authentications by code.
+const AUTH_FAILURES: &[ErrorCode] = &[
+    ErrorCode::AuthFailed,
+    ErrorCode::TokenExpired,
+    ErrorCode::AuthRequired,
+    ErrorCode::AuthTimeout,
+    ErrorCode::InvalidCredentials,
+    ErrorCode::InvalidRefreshToken,
+    ErrorCode::RefreshTokenReused,
+];
+
+async fn stats(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refusal) = admin(&app, remote, &headers) {
+        return refusal_response(&refusal);
+    }
+    let hub = &app.hub;
+    let now = Instant::now();
+    let counts = |codes: &[ErrorCode]| -> Map<String, Value> {
+        codes
+            .iter()
+            .map(|c| (c.as_str().to_owned(), json!(hub.counters.errors(*c))))
+            .collect()
+    };
+    let census = hub.rooms.census(TOP);
+    let sessions: Map<String, Value> = Transport::ALL
+        .iter()
+        .map(|t| (t.as_str().to_owned(), json!(hub.open_sessions(*t))))
+        .chain([("total".to_owned(), json!(hub.admission.open()))])
+        .collect();
+    Json(json!({
+        "sessions": sessions,
+        "sessions_opened": hub.counters.sessions_opened(),
+        "top_talkers": hub.admission.top_talkers(TOP),
+        "blocked": hub.blocklist.blocked(now),
+        "auth_failures": {
+            "in_window": hub.blocklist.recent_auth_failures(now),
+            "by_code": counts(AUTH_FAILURES),
+        },
+        "violations": counts(VIOLATIONS),
+        "errors": hub.counters.error_counts().into_iter().map(|(c, n)| (c.as_str().to_owned(), json!(n))).collect::<Map<_, _>>(),
+        "rooms": {
+            "count": census.rooms,
+            "members": census.members,
+            "largest": census.largest.iter().map(|(room, members)| json!({"room": room, "members": members})).collect::<Vec<_>>(),
+        },
+        "switches": hub.switches.state(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unblock {
+    ip: IpAddr,
+}
+
+async fn unblock(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match admin(&app, remote, &headers) {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    let request: Unblock = match json_body(&body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    let unblocked = app.hub.blocklist.unblock(request.ip, Instant::now());
+    tracing::warn!(target: "security", event = "admin_unblock", admin = %claims.user_id, unblocked, "unblock requested");
+    Json(json!({ "unblocked": unblocked })).into_response()
+}
+
+async fn switches(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match admin(&app, remote, &headers) {
+        Ok(_) => Json(app.hub.switches.state()).into_response(),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn set_switches(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match admin(&app, remote, &headers) {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    let change: SwitchChange = match json_body(&body) {
+        Ok(change) => change,
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    tracing::info!(admin = %claims.user_id, "switches changed by an operator");
+    Json(app.hub.switches.apply(change)).into_response()
+}
+
+/// The caller's claims if its bearer token is valid and has the `admin` role.
+fn admin(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Claims, Refusal> {
+    app.hub.check_blocklist(remote.ip())?;
+    let token = bearer(headers)?;
+    let claims = app
+        .hub
+        .authenticate(remote.ip(), token)
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    if !claims.has_role("admin") {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "the admin API needs a token with the admin role",
+        ));
+    }
+    Ok(claims)
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::AuthRequired,
+                "send the token as Authorization: Bearer <token>",
+            )
+        })
+}
+
+/// A JSON request body, or `invalid_message` saying what is wrong with it.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    if body.len() > MAX_BODY {
+        return Err(Refusal::new(
+            ErrorCode::InvalidMessage,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| Refusal::new(ErrorCode::InvalidMessage, format!("invalid body: {e}")))
+}
