@@ -6,7 +6,8 @@
 //! `allowed_origins`; the server's own pages always are) is refused with 403
 //! `origin_not_allowed` before its handler runs, preflights included; an
 //! allowed one gets `Access-Control-Allow-Origin` naming it. Requests without
-//! an `Origin` (curl, native clients) are not affected.
+//! an `Origin` (curl, native clients) are not affected. Every API route
+//! registers [`preflight`] for `OPTIONS`.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -60,4 +61,10 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     response
+}
+
+/// The handler an API route registers for `OPTIONS`, so that preflights reach
+/// [`guard`] (which answers them) instead of a 405.
+pub async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }

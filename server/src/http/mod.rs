@@ -14,7 +14,7 @@
 //! API routes answer only pages on the origin allow-list ([`cors`]).
 
 pub mod admin;
-mod cors;
+pub mod cors;
 mod serve;
 
 use std::sync::Arc;

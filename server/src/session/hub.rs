@@ -227,20 +227,26 @@ impl Hub {
 
     fn verify_token(&self, ip: IpAddr, token: &str) -> Result<Claims, Refusal> {
         self.authenticate(ip, token)
-            .map_err(|e| Refusal::new(e.code(), e.to_string()))
+            .map_err(|e| self.refused(ip, Refusal::new(e.code(), e.to_string())))
     }
 
     /// Verifies a token presented from `ip`; a failure is a strike against the
-    /// address (and a security event).
+    /// address (and a security event). The caller reports the failure, which
+    /// counts its code.
     pub fn authenticate(&self, ip: IpAddr, token: &str) -> Result<Claims, AuthError> {
         self.auth
             .verify(token)
-            .inspect_err(|e| self.auth_failed(ip, e.code(), &e.to_string()))
+            .inspect_err(|e| self.strike_auth(ip, e.code(), &e.to_string()))
     }
 
-    /// Records a failed authentication from `ip` (a bad token or a failed login).
+    /// Records a failed authentication from `ip` that is not a token (a failed
+    /// login, an unknown refresh token): counted, logged, and a strike.
     pub fn auth_failed(&self, ip: IpAddr, code: ErrorCode, reason: &str) {
         self.counters.error(code);
+        self.strike_auth(ip, code, reason);
+    }
+
+    fn strike_auth(&self, ip: IpAddr, code: ErrorCode, reason: &str) {
         tracing::warn!(
             target: "security",
             event = "auth_failed",

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, header};
@@ -20,7 +21,7 @@ use tracing::Instrument;
 
 use super::FLUSH_TIMEOUT;
 use crate::http::{AppState, refusal_response};
-use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Session, Transport};
+use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Refusal, Session, Transport};
 #[derive(Deserialize)]
 pub struct ConnectQuery {
     token: Option<String>,
@@ -33,7 +34,7 @@ pub async fn upgrade(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let connecting = Connecting {
         remote,
@@ -45,6 +46,18 @@ pub async fn upgrade(
     let admitted = match app.hub.preflight(&connecting) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal_response(&refusal),
+    };
+    // Checked after the preflight, so that a blocked or switched-off client
+    // learns that whatever it sent.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let refusal = Refusal::new(
+                ErrorCode::InvalidMessage,
+                format!("not a WebSocket upgrade: {rejection}"),
+            );
+            return refusal_response(&refusal);
+        }
     };
     let hub = app.hub.clone();
     ws.max_message_size(HARD_MAX_FRAME)
