@@ -142,6 +142,33 @@ async fn a_session_ends_with_token_expired_when_its_token_does() {
 }
 
 #[tokio::test]
+async fn a_session_told_its_token_is_expiring_refreshes_it_in_band_and_lives_on() {
+    let server = Server::start(BIN, &[("jwt-leeway-secs", "0"), ("token-refresh-notice-secs", "60")]);
+    for via in [Via::WebTransport, Via::WebSocket] {
+        let token = server.token_with(claims("renewer", now_secs() + 2));
+        let mut client = Client::connect(server.options(via, &token)).await.unwrap();
+        // Less than the notice period is left: the server says so at once.
+        let notice = client.control().recv_timeout(WAIT).await.unwrap();
+        assert!(
+            matches!(notice, ServerMessage::TokenExpiring { expires_in_ms } if expires_in_ms <= 2000),
+            "{notice:?}"
+        );
+        let other = server.token("someone-else");
+        let err = client.refresh(other).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::WrongUser), "{via:?}");
+        let err = client.refresh("forged").await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::AuthFailed), "{via:?}");
+        client
+            .refresh(server.token("renewer"))
+            .await
+            .expect("a fresh token for the same user");
+        // Past the first token's expiry, the session is still open.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        client.ping().await.expect("alive on the fresh token");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_protocol_version_is_refused_with_unsupported_version() {
     let server = Server::start(BIN, &[]);
     for via in [Via::WebTransport, Via::WebSocket] {

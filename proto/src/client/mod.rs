@@ -492,6 +492,32 @@ impl Client {
         }
     }
 
+    /// Replaces the session's token with a fresh one for the same user (send it
+    /// when the server says `token_expiring`) and waits for the server's answer.
+    /// Other control-channel messages that arrive meanwhile are skipped.
+    pub async fn refresh(&mut self, token: impl Into<String>) -> Result<(), ClientError> {
+        let id = self.next_request_id();
+        self.control
+            .send(&ClientMessage::Refresh {
+                id: Some(id),
+                token: Token(token.into()),
+            })
+            .await?;
+        loop {
+            match self.control.recv().await {
+                Some(ServerMessage::Ack { id: acked }) if acked == id => return Ok(()),
+                Some(ServerMessage::Error {
+                    id: Some(failed),
+                    code,
+                    message,
+                }) if failed == id => return Err(ClientError::Server { code, message }),
+                Some(ServerMessage::Goodbye { code, message }) => return Err(ClientError::Server { code, message }),
+                Some(_) => continue,
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
     /// Closes the connection at once, without waiting for anything.
     pub fn close(&self) {
         self.link.close();
