@@ -719,7 +719,10 @@ fn an_oversized_length_prefix_costs_no_allocation() {
     // it: refused as beyond any limit (never skipped), never allocated.
     let wire = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
     let err = read_all_frames(&wire, HARD_MAX_FRAME).unwrap_err();
-    assert!(matches!(err, FrameError::Unskippable { len } if len == u32::MAX as usize), "{err:?}");
+    assert!(
+        matches!(err, FrameError::Unskippable { len } if len == u32::MAX as usize),
+        "{err:?}"
+    );
     let wire = [0x00, 0x10, 0x00, 0x01];
     let err = read_all_frames(&wire, HARD_MAX_FRAME).unwrap_err();
     assert!(matches!(err, FrameError::Unskippable { len: 0x0010_0001 }), "{err:?}");
