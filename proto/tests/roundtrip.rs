@@ -579,8 +579,8 @@ fn json_of_an_unknown_or_wrong_shape_is_refused() {
 #[test]
 fn bincode_of_an_unknown_or_wrong_shape_is_refused() {
     let cases: &[&[u8]] = &[
-        // Variant numbers past the last message.
-        &[6, 0, 0],
+        // Variant numbers past the last message (`refresh`, 6, is the last).
+        &[7, 0, 0],
         &[250],
         &[0xfb, 0x00, 0x01],
         // An invalid varint marker.
@@ -604,10 +604,10 @@ fn bincode_of_an_unknown_or_wrong_shape_is_refused() {
         );
     }
     let server_cases: &[&[u8]] = &[
-        &[11],
+        &[12],
         // An error code number too large for a u16, or not a varint at all.
         &[9, 0, 0xfc, 0, 0, 1, 0, 0],
-        &[10, 0xff, 0],
+        &[11, 0xff, 0],
         // `joined` claiming a huge member list.
         &[1, 0, 1, b'r', 0xfc, 0xff, 0xff, 0xff, 0xff],
     ];
@@ -666,7 +666,8 @@ fn error_codes_a_decoder_does_not_know_decode_as_unknown() {
     }
     // Every u16 decodes in bincode: a known number as its code, any other as `Unknown`.
     for n in 0..=u16::MAX {
-        let mut bytes = vec![10u8];
+        // 11: `goodbye`.
+        let mut bytes = vec![11u8];
         bytes.extend(codec::encode(Encoding::Bincode, &n));
         bytes.push(0);
         let decoded = codec::decode::<ServerMessage>(Encoding::Bincode, &bytes)
@@ -714,12 +715,15 @@ fn a_bincode_message_is_not_json_and_back() {
 
 #[test]
 fn an_oversized_length_prefix_costs_no_allocation() {
-    // A prefix claiming 4 GiB with nothing behind it: refused as too large
-    // (then truncated while skipping), never allocated.
+    // A prefix claiming 4 GiB, or just over the hard cap, with nothing behind
+    // it: refused as beyond any limit (never skipped), never allocated.
     let wire = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
     let err = read_all_frames(&wire, HARD_MAX_FRAME).unwrap_err();
-    assert!(matches!(err, FrameError::Truncated), "{err:?}");
+    assert!(
+        matches!(err, FrameError::Unskippable { len } if len == u32::MAX as usize),
+        "{err:?}"
+    );
     let wire = [0x00, 0x10, 0x00, 0x01];
     let err = read_all_frames(&wire, HARD_MAX_FRAME).unwrap_err();
-    assert!(matches!(err, FrameError::Truncated), "{err:?}");
+    assert!(matches!(err, FrameError::Unskippable { len: 0x0010_0001 }), "{err:?}");
 }
