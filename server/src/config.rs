@@ -170,7 +170,7 @@ options! {
         log_format: LogFormat = LogFormat::Text, "SIGNAL_LOG_FORMAT";
         /// Origins (scheme://host[:port]) whose pages may connect and call the API,
         /// comma-separated; `*` allows any. Clients that send no Origin (native
-        /// ones) and the server's own pages are always allowed.
+        /// ones) and https pages on the server's own host (any port) are always allowed.
         allowed_origins: OriginList = OriginList::default(), "SIGNAL_ALLOWED_ORIGINS";
         /// Failed authentications (bad tokens, failed logins) from one IP within
         /// auth_failure_window_secs that get it blocked.
@@ -339,9 +339,11 @@ impl Config {
         Ok(())
     }
 
-    /// Whether a browser page of `origin` may connect; `own` is the server's
-    /// own origin as the request names it (its `Host`).
-    pub fn origin_allowed(&self, origin: &str, own_authority: Option<&str>) -> bool {
+    /// Whether a browser page of `origin` may connect. `authority` is where the
+    /// request was sent (`Host` / `:authority`): an `https` page on that same
+    /// host, on any port, is one of the server's own (its demo page on the HTTPS
+    /// port opens WebTransport on the UDP port).
+    pub fn origin_allowed(&self, origin: &str, authority: Option<&str>) -> bool {
         let origin = origin.trim_end_matches('/');
         self.dev_mode
             || self.allowed_origins.any()
@@ -350,10 +352,15 @@ impl Config {
                 .0
                 .iter()
                 .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
-            || own_authority.is_some_and(|host| {
-                origin
-                    .strip_prefix("https://")
-                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+            || authority.is_some_and(|authority| {
+                let page = url::Url::parse(origin).ok();
+                let server = url::Url::parse(&format!("https://{authority}")).ok();
+                match (page, server) {
+                    (Some(page), Some(server)) => {
+                        page.scheme() == "https" && page.host().is_some() && page.host() == server.host()
+                    }
+                    _ => false,
+                }
             })
     }
 
@@ -403,6 +410,10 @@ mod tests {
         assert!(!config.origin_allowed("http://localhost:3001", None));
         assert!(!config.origin_allowed("https://evil.example", Some("signal.example:8443")));
         assert!(config.origin_allowed("https://signal.example:8443", Some("signal.example:8443")));
+        // The demo page on the HTTPS port opening WebTransport on the UDP port.
+        assert!(config.origin_allowed("https://signal.example:8443", Some("signal.example:4433")));
+        assert!(!config.origin_allowed("http://signal.example:8443", Some("signal.example:4433")));
+        assert!(!config.origin_allowed("https://signal.example.evil:8443", Some("signal.example:4433")));
         let bad = Config {
             allowed_origins: "https://app.example.com/path".parse().unwrap(),
             ..Config::default()

@@ -20,7 +20,7 @@ pub fn points(code: ErrorCode) -> u32 {
     match code {
         ErrorCode::FrameTooLarge => 20,
         ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::Replayed => 10,
-        ErrorCode::InvalidMessage | ErrorCode::WrongChannel => 5,
+        ErrorCode::InvalidMessage => 5,
         // Per dropped frame: a flood of 50 frames over budget closes the session.
         ErrorCode::RateLimited | ErrorCode::ByteRateLimited => 2,
         _ => 0,
