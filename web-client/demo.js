@@ -221,6 +221,13 @@ function watchClient(c) {
     resync();
   });
   on("error", (d) => showError(d, { fatal: false }));
+  // The demo has no way to fetch a token (no refreshToken hook): the session
+  // ends with token_expired when the pasted token expires.
+  on("tokenexpiring", ({ expiresInMs }) =>
+    log("token-expiring", `the token expires in ${Math.round(expiresInMs / 1000)} s; ` +
+      "then the session ends (paste a fresh token and connect again)", "warn"));
+  on("tokenrefreshed", ({ expiresAt }) =>
+    log("token-refreshed", expiresAt ? `valid until ${new Date(expiresAt).toLocaleTimeString("en-GB")}` : ""));
   // A goodbye is fatal only if no reconnect follows (a "closed" event then comes too).
   on("goodbye", (d) => showError(d, { fatal: false }));
   on("closed", (d) => {

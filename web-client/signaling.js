@@ -29,9 +29,30 @@
  *
  * Besides the protocol's error codes (PROTOCOL.md section 10), a SignalingError
  * or a "closed" event may carry these codes of the client itself:
- * `connection_failed` (no session could be opened), `connection_lost` (the
+ * `connection_failed` (no session could be opened: the server did not answer,
+ * or refused the connection before any message, which is what a browser sees
+ * of a page origin the server does not allow), `connection_lost` (the
  * connection dropped while a request was pending), `not_connected` (a send
- * while reconnecting), `timeout`, and `closed` (the client was closed).
+ * while reconnecting), `timeout`, `closed` (the client was closed), and, in an
+ * "error" event only, `refresh_failed` (`options.refreshToken` threw).
+ *
+ * Token refresh: the server says `token_expiring` on the control channel a
+ * while (its `token_refresh_notice_secs`, 60 s by default) before the session's
+ * token expires. With `options.refreshToken` the client asks it for a fresh
+ * token and hands that to the server in-band (`refresh`): the session, its
+ * rooms and its peer id carry on, and "tokenrefreshed" says so (a failure is
+ * an "error" event with its code: `wrong_user`, `auth_failed`,
+ * `token_expired`, `refresh_failed`, ...). Without the hook the application
+ * gets "tokenexpiring" and may call `client.refresh(token)` itself; otherwise
+ * the session ends with `token_expired` when the token expires.
+ *
+ * @example
+ * const client = await connect(serverUrl, {
+ *   token,
+ *   refreshToken: async () => (await fetch("/my-token", { method: "POST" })).text(),
+ * });
+ * client.addEventListener("tokenrefreshed", (e) => console.log("token good until", new Date(e.detail.expiresAt)));
+ * client.addEventListener("error", (e) => console.warn(e.detail.code, e.detail.message));
  *
  * @module signaling
  */
@@ -46,8 +67,27 @@ const REQUEST_TIMEOUT_MS = 10_000;
 const STABLE_SESSION_MS = 30_000;
 const HARD_MAX_FRAME = 1 << 20; // 1 MiB: no frame may be longer, in either direction
 const PEER_ID = /^[0-9a-f]{16}$/;
-/** Session ends after which retrying with the same token cannot succeed. */
-const FATAL_CODES = new Set(["auth_required", "auth_failed", "token_expired", "unsupported_version"]);
+// After a successful in-band refresh, the next one waits at least this long (or until half of
+// the remaining life of the token): a server whose notice is longer than the tokens the
+// application hands out would otherwise get a refresh loop.
+const MIN_REFRESH_INTERVAL_MS = 30_000;
+/**
+ * Session ends and refusals after which the client does not reconnect: retrying with the same
+ * token cannot succeed (`auth_*`, `token_expired`, `unsupported_version`), the server closed the
+ * session for breaking its rules (`policy_violation`), blocks this address for a while
+ * (`ip_blocked`: retrying would only extend the block), was switched off by its operator
+ * (`service_disabled`), or does not take pages of this origin (`origin_not_allowed`).
+ */
+const FATAL_CODES = new Set([
+  "auth_required",
+  "auth_failed",
+  "token_expired",
+  "unsupported_version",
+  "policy_violation",
+  "ip_blocked",
+  "service_disabled",
+  "origin_not_allowed",
+]);
 /** Errors that are the server's in-band refusal of a session (no fallback to WSS). */
 const refusals = new WeakSet();
 /** Guards the constructors that only this module may call. */
@@ -66,8 +106,11 @@ const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
  * @property {number} [webTransportTimeoutMs] Default 3000: a slower WebTransport handshake falls back to WSS.
  * @property {boolean} [reconnect] Default true.
  * @property {number} [maxBackoffMs] Default 10000: the ceiling of the reconnect delay (250 ms doubling, jittered).
- * @property {() => Promise<string>} [refreshToken] Called for a new token before reconnecting
- *   after `token_expired`; without it, `token_expired` closes the client.
+ * @property {() => string|Promise<string>} [refreshToken] Gives a fresh token for the same user
+ *   (the same `sub`). Called when the server says `token_expiring`, to refresh the session's token
+ *   in-band (then "tokenrefreshed", or an "error" event), and before reconnecting after a
+ *   `token_expired` goodbye. Without it, "tokenexpiring" tells the application, and
+ *   `token_expired` closes the client.
  */
 /** @typedef {{algorithm: "sha-256", value: BufferSource}} CertificateHash */
 /**
@@ -137,6 +180,17 @@ function withTimeout(promise, ms, what) {
 function backoff(attempt, maxMs) {
   const ceiling = Math.min(maxMs, 250 * 2 ** Math.min(attempt - 1, 30));
   return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+/** The `exp` claim of a JWT, in milliseconds since the epoch; null if it cannot be read. */
+function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload)).exp;
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
 }
 
 /** @param {string} hex @returns {Uint8Array|null} */
@@ -512,20 +566,54 @@ function handshake(link, token) {
   });
 }
 
+/**
+ * The error for a session that could not be opened because no transport opened, with no word
+ * from the server. A browser cannot tell why: the status of a refused WebSocket upgrade or
+ * WebTransport CONNECT (403 `origin_not_allowed`, 429, 503 `service_disabled`, ...) is hidden
+ * from pages, so the message lists the likely causes. The code stays `connection_failed`.
+ * @param {SignalingError} last the last transport's error @param {SignalingError[]} all
+ */
+function notReached(last, all) {
+  if (last.code !== "connection_failed") return last;
+  const tried = all.map((err) => err.message.replace(/\.+$/, "")).join("; ");
+  return new SignalingError(
+    "connection_failed",
+    `${tried}. The server sent nothing: check the server's allowed_origins (it refuses pages of other ` +
+      `origins before any message), that it is reachable, and its certificate`,
+  );
+}
+
 /** Opens a link (WebTransport first in "auto" mode) and has it welcomed. */
 async function openSession(cfg, token) {
   const tryWebTransport =
     cfg.transport === "webtransport" || (cfg.transport === "auto" && typeof globalThis.WebTransport === "function");
+  const unopened = []; // the errors of transports that did not open
+  let opened = false; // a transport opened (so the server did not refuse this page's origin)
   if (tryWebTransport) {
+    let link = null;
     try {
-      const link = await openWebTransport(cfg);
-      return { link, welcome: await handshake(link, token) };
+      link = await openWebTransport(cfg);
     } catch (err) {
-      // The server was reached and refused the session (e.g. auth_failed): WSS would fare no better.
-      if (cfg.transport === "webtransport" || refusals.has(err)) throw err;
+      if (cfg.transport === "webtransport") throw notReached(err, [err]);
+      unopened.push(err);
+    }
+    if (link) {
+      opened = true;
+      try {
+        return { link, welcome: await handshake(link, token) };
+      } catch (err) {
+        // The server was reached and refused the session (e.g. auth_failed): WSS would fare no
+        // better; unless only WebTransport is switched off.
+        if (cfg.transport === "webtransport" || (refusals.has(err) && err.code !== "service_disabled")) throw err;
+      }
     }
   }
-  const link = await openWebSocket(cfg.webSocketUrl);
+  let link;
+  try {
+    link = await openWebSocket(cfg.webSocketUrl);
+  } catch (err) {
+    throw opened ? err : notReached(err, [...unopened, err]);
+  }
   return { link, welcome: await handshake(link, token) };
 }
 
@@ -555,7 +643,10 @@ function normalizeOptions(serverUrl, options) {
  * Connects to the signaling server and opens a session.
  * Rejects with a SignalingError: the server's code if it refused the session
  * (`auth_failed`, `token_expired`, `auth_required`, `unsupported_version`, ...),
- * else `connection_failed` or `timeout`.
+ * else `connection_failed` or `timeout`. A page whose origin the server does not
+ * allow (its `allowed_origins`) is refused before any message, which a browser
+ * cannot tell from an unreachable server: that is `connection_failed` too, and
+ * its message says to check `allowed_origins`.
  * @param {string} serverUrl The server's HTTPS origin, e.g. "https://localhost:8443".
  * @param {ConnectOptions} options
  * @returns {Promise<SignalingClient>}
@@ -574,9 +665,18 @@ export async function connect(serverUrl, options) {
  *   in a later task, so listeners added right after `await connect()` see it);
  * - "reconnecting" `{attempt, delayMs, reason}`: the next attempt comes in `delayMs`;
  * - "reconnected" `{transport, rooms}`: a new session is up and every room rejoined;
- * - "error" `{code, message}`: an error on the control channel (e.g. `rate_limited`);
+ * - "error" `{code, message}`: an error on the control channel (e.g. `rate_limited`), or a
+ *   failed in-band token refresh (`wrong_user`, `auth_failed`, `token_expired`, `refresh_failed`, ...);
+ * - "tokenexpiring" `{expiresInMs, refreshing}`: the session's token expires in `expiresInMs`;
+ *   `refreshing` says whether `options.refreshToken` is being asked for a new one. Without the
+ *   hook, call `refresh(token)` in time, or the session ends with `token_expired`;
+ * - "tokenrefreshed" `{expiresAt}`: the server took a fresh token in-band; the session carries on.
+ *   `expiresAt` is the new token's `exp` in milliseconds since the epoch (null if unreadable);
  * - "goodbye" `{code, message}`: the server ended the session;
  * - "closed" `{code, reason}`: final, no more reconnects (`code` is `closed` after `close()`).
+ *   No reconnect follows a goodbye or refusal with `auth_failed`, `auth_required`,
+ *   `unsupported_version`, `policy_violation`, `ip_blocked`, `service_disabled` or
+ *   `origin_not_allowed`, nor `token_expired` without `options.refreshToken`.
  */
 export class SignalingClient extends EventTarget {
   /** @type {"webtransport"|"websocket"} */ transport;
@@ -604,6 +704,11 @@ export class SignalingClient extends EventTarget {
   #pingTimer = undefined;
   #wake = null;
   #waiters = [];
+  /** When the last in-band refresh succeeded (Date.now()), 0 before any. */
+  #lastRefresh = 0;
+  #refreshTimer = undefined;
+  /** Refreshes go one at a time: the control channel holds one request. */
+  #refreshQueue = Promise.resolve();
 
   /** @hideconstructor */
   constructor(key, cfg, token, link, welcome) {
@@ -637,17 +742,95 @@ export class SignalingClient extends EventTarget {
     }
   }
 
+  /**
+   * Gives the session a fresh token for the same user, in-band (`refresh`): the session, its
+   * rooms and its peer id carry on, with the new token's expiry. Reconnects use the new token
+   * too. With `options.refreshToken` the client does this by itself on "tokenexpiring".
+   * Emits "tokenrefreshed" on success.
+   * @param {string} token
+   * @returns {Promise<void>} rejects with SignalingError: `wrong_user` (a token of another
+   *   `sub`), `auth_failed`, `token_expired`, `not_connected` (while reconnecting),
+   *   `connection_lost`, `timeout` or `closed`; the session keeps its old token then.
+   */
+  refresh(token) {
+    if (typeof token !== "string" || token === "") {
+      return Promise.reject(new TypeError("refresh: token must be a non-empty string"));
+    }
+    const run = this.#refreshQueue.then(() => this.#refreshOn(token));
+    this.#refreshQueue = run.catch(() => {});
+    return run;
+  }
+
+  async #refreshOn(token) {
+    if (this.#closed) throw new SignalingError("closed", "the client is closed");
+    const link = this.#link;
+    if (!link) throw new SignalingError("not_connected", "reconnecting; try again later");
+    await this.#request(link, link.control, "refresh", (id) => ({ type: "refresh", id, token }));
+    this.#token = token;
+    this.#lastRefresh = Date.now();
+    if (this.#link === link) emit(this, "tokenrefreshed", { expiresAt: tokenExpiry(token) });
+  }
+
+  /**
+   * The server said `token_expiring`: tell the application, and refresh with the hook if there
+   * is one. In a later task: the notice may come right after `welcome`, before `connect()` has
+   * even resolved, and listeners added right after `await connect()` must hear of it.
+   */
+  #onTokenExpiring(link, expiresInMs) {
+    setTimeout(() => this.#tokenExpiring(link, expiresInMs), 0);
+  }
+
+  #tokenExpiring(link, expiresInMs) {
+    if (link !== this.#link) return; // that session is gone; a new one gets its own notice
+    const hook = this.#cfg.refreshToken;
+    emit(this, "tokenexpiring", { expiresInMs, refreshing: Boolean(hook) });
+    if (!hook) return;
+    const sinceLast = Date.now() - this.#lastRefresh;
+    const delayMs =
+      sinceLast >= MIN_REFRESH_INTERVAL_MS
+        ? 0
+        : Math.min(MIN_REFRESH_INTERVAL_MS - sinceLast, Math.floor(expiresInMs / 2));
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = setTimeout(() => this.#refreshWithHook(link), delayMs);
+  }
+
+  async #refreshWithHook(link) {
+    if (link !== this.#link) return;
+    let token;
+    try {
+      token = await this.#cfg.refreshToken();
+      if (typeof token !== "string" || token === "") throw new TypeError("it gave no token");
+    } catch (err) {
+      if (link === this.#link) {
+        emit(this, "error", { code: "refresh_failed", message: `refreshToken failed: ${err?.message ?? err}` });
+      }
+      return;
+    }
+    if (link !== this.#link) return; // a new session is up meanwhile (and got its own notice)
+    try {
+      await this.refresh(token);
+    } catch (err) {
+      // A lost session is the reconnect's business.
+      if (link === this.#link && err?.code !== "connection_lost" && err?.code !== "closed") {
+        emit(this, "error", { code: err?.code ?? "refresh_failed", message: `token refresh: ${err?.message ?? err}` });
+      }
+    }
+  }
+
   /** Closes for good: no reconnect. Emits "closed". */
   close() {
     this.#finish("closed", "closed by the application");
   }
 
-  /** @internal Sends a room message on the room's channel. */
+  /**
+   * @internal Sends a `signal` or `broadcast` on the room's channel, numbered with the channel's
+   * next `seq` (the server refuses a message whose `seq` is not above the channel's last).
+   */
   _send(room, msg) {
     if (this.#closed) throw new SignalingError("closed", "the client is closed");
     if (this.rooms.get(room.name) !== room) throw new SignalingError("not_in_room", `not in room ${room.name}`);
     if (!this.#link || !room._channel) throw new SignalingError("not_connected", "reconnecting; try again later");
-    this.#link.send(room._channel, msg);
+    this.#link.send(room._channel, { ...msg, seq: room._nextSeq() });
   }
 
   /** @internal Leaves a room; resolves on `left` (or at once if there is no session to leave). */
@@ -711,14 +894,17 @@ export class SignalingClient extends EventTarget {
     return this.#requestId;
   }
 
-  /** Sends a join or leave with a request id; settles on the matching answer on that channel. */
+  /** Sends a join, leave or refresh with a request id; settles on the matching answer on that channel. */
   #request(link, channel, type, build) {
     return new Promise((resolve, reject) => {
       const id = this.#nextId();
+      // A room channel whose request got no answer (or could not be sent) is given up;
+      // the control channel stays.
+      const giveUp = () => channel !== link.control && link.finish(channel);
       const timer = setTimeout(() => {
         if (channel.request?.id !== id) return;
         channel.request = null;
-        link.finish(channel);
+        giveUp();
         reject(new SignalingError("timeout", `no answer to ${type} within ${REQUEST_TIMEOUT_MS} ms`));
       }, REQUEST_TIMEOUT_MS);
       const settle = (fn) => (value) => {
@@ -730,7 +916,7 @@ export class SignalingClient extends EventTarget {
         link.send(channel, build(id));
       } catch (err) {
         channel.request = null;
-        link.finish(channel);
+        giveUp();
         settle(reject)(err);
       }
     });
@@ -767,6 +953,18 @@ export class SignalingClient extends EventTarget {
   }
 
   #onControl(link, msg) {
+    const request = link.control.request;
+    if (request && msg.id === request.id && (msg.type === "ack" || msg.type === "error")) {
+      // The answer to a refresh: the caller of refresh() hears of it.
+      link.control.request = null;
+      if (msg.type === "error") request.reject(new SignalingError(msg.code, msg.message));
+      else request.resolve(msg);
+      return;
+    }
+    if (msg.type === "token_expiring") {
+      const expiresInMs = Number.isFinite(msg.expires_in_ms) ? msg.expires_in_ms : 0;
+      return this.#onTokenExpiring(link, expiresInMs);
+    }
     if (msg.type === "error") {
       emit(this, "error", { code: msg.code, message: msg.message });
     } else if (msg.type === "goodbye") {
@@ -789,10 +987,11 @@ export class SignalingClient extends EventTarget {
     if (link !== this.#link || this.#closed) return;
     this.#link = null;
     clearInterval(this.#pingTimer);
+    clearTimeout(this.#refreshTimer);
     link.close("connection_lost");
     for (const room of this.rooms.values()) room._channel = null;
     if (code === "token_expired" && this.#cfg.refreshToken) {
-      // The server cannot take a new token in-band (yet): a new session needs one from the application.
+      // Not refreshed in time (or the refresh failed): a new session needs a new token.
       this.#needToken = true;
       this.#reconnect(code);
     } else if (FATAL_CODES.has(code) || !this.#cfg.reconnect) {
@@ -844,10 +1043,7 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  /**
-   * Gets a new token for the next session after `token_expired`. TODO: the server cannot
-   * refresh a session's token in-band yet, so an expired token always means a new session.
-   */
+  /** Gets a new token for the next session after `token_expired` (too late to refresh in-band). */
   async #refreshToken() {
     try {
       this.#token = await this.#cfg.refreshToken();
@@ -895,6 +1091,7 @@ export class SignalingClient extends EventTarget {
     this.#closed = true;
     clearInterval(this.#pingTimer);
     clearTimeout(this.#stableTimer);
+    clearTimeout(this.#refreshTimer);
     this.#wake?.();
     const link = this.#link;
     this.#link = null;
@@ -911,7 +1108,12 @@ export class SignalingClient extends EventTarget {
  *
  * Events (CustomEvent, data in `detail`): "peer-joined" `{peerId, userId}`,
  * "peer-left" `{peerId}`, "signal" `{from, signal}`, "broadcast" `{from, data}`,
- * "error" `{code, message}` (a failed request, or a room lost on rejoining).
+ * "error" `{code, message}` (a failed request, e.g. `unknown_peer` or `replayed`, or a room
+ * lost on rejoining).
+ *
+ * Every `signal` and `broadcast` carries a `seq`, counted 1, 2, 3, ... from each (re)join of
+ * the room: the server relays only messages whose `seq` is above the channel's last, so a
+ * replayed or duplicated message never reaches a peer twice.
  */
 export class Room extends EventTarget {
   /** @type {string} */ name;
@@ -919,6 +1121,7 @@ export class Room extends EventTarget {
   /** @internal */ _client;
   /** @internal the room's channel on the current session, null while there is none */ _channel = null;
   /** @internal */ _leaving = null;
+  /** @internal the last `seq` sent on the room's current channel */ _seq = 0;
 
   /** @hideconstructor */
   constructor(key, client, name) {
@@ -951,9 +1154,16 @@ export class Room extends EventTarget {
     return this._leaving;
   }
 
+  /** @internal The next `seq` of the room's channel: 1, 2, 3, ... from each (re)join. */
+  _nextSeq() {
+    this._seq += 1;
+    return this._seq;
+  }
+
   /** @internal The room's channel answered `joined`: brings `members` up to date, with events. */
   _attach(channel, list) {
     this._channel = channel;
+    this._seq = 0; // the server counts `seq` per channel, and this one is new
     const next = new Map(list.map((m) => [m.peer_id, { peerId: m.peer_id, userId: m.user_id }]));
     for (const peerId of [...this.members.keys()]) {
       if (!next.has(peerId)) this.#peerLeft(peerId);

@@ -11,19 +11,28 @@
 //   "webTransportPort": 4433,                its WebTransport (UDP) port
 //   "hashes": ["<64 hex digits>", ...],      its certificate hashes
 //   "tokens": {"alice": "<jwt>", "bob": "<jwt>"},
+//   "fixturePort": 40001,                    the port to serve the pages on (0 or absent: any);
+//                                            the server's allowed_origins must hold
+//                                            http://localhost:<fixturePort>
 //   "deadUdpPort": 40000,                    (fallback) a UDP port nobody listens on
-//   "screenshot": "/path/demo.png"           (demo-screenshot) where to save it
+//   "screenshot": "/path/demo.png",          (demo-screenshot) where to save it
+//   "transport": "webtransport",             (reconnect, refresh) the transport of the page
+//   "refreshToken": "<jwt>",                 (refresh) what alice's refreshToken hook returns
+//   "signalAfter": 1700000000000,            (refresh) when alice signals (ms since the epoch)
+//   "wrongUserToken": "<jwt>"                (refresh) another user's token bob tries to refresh with
 // }
 //
 // Scenarios: webtransport, websocket, mixed, fallback (two peers on test pages
 // with a data channel between them), reconnect (one page; the test restarts
 // the server under it), bad-token, demo-screenshot (the demo page served by
-// the server).
+// the server), foreign-origin (pages of an origin the server does not allow),
+// refresh (a session outlives its first token by refreshing it in-band).
 //
 // It serves web-client/ (the real /signaling.js) and fixtures/ over plain HTTP
 // on 127.0.0.1 (pages open it as http://localhost:<port>, a secure context) and
 // drives the system's Chromium (/usr/bin/chromium, or $CHROMIUM) headless with
-// playwright-core: no browser is downloaded.
+// playwright-core: no browser is downloaded. The same pages opened as
+// http://127.0.0.1:<port> are of another origin (secure too).
 
 import { createServer } from "node:http";
 import { readFile, mkdir } from "node:fs/promises";
@@ -51,6 +60,8 @@ const CHROMIUM_ARGS = [
   "--use-fake-device-for-media-stream",
 ];
 const SCENARIO_TIMEOUT_MS = 20000; // each scenario is meant to take a few seconds
+// ... but refresh waits for a token to expire.
+const SCENARIO_TIMEOUTS_MS = { refresh: 30000 };
 const BAD_TOKEN_MAX_MS = 5000; // a refused connect must not hang
 
 const TYPES = {
@@ -63,7 +74,7 @@ const TYPES = {
 
 // ------------------------------------------------------------ static files
 
-function serveStatic() {
+function serveStatic(port = 0) {
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
     const rel = normalize(path === "/" ? "/index.html" : path).replace(/^[/\\]+/, "");
@@ -88,7 +99,7 @@ function serveStatic() {
   });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(server));
+    server.listen(port, "127.0.0.1", () => resolve(server));
   });
 }
 
@@ -160,7 +171,7 @@ const events = (page) => page.evaluate(() => window.events ?? []).catch(() => []
 
 // ------------------------------------------------------------ scenarios
 
-function peerUrl(base, cfg, { user, transport, token, wt, mode, room = "browser-test", wtTimeoutMs }) {
+function peerUrl(base, cfg, { user, transport, token, wt, mode, room = "browser-test", wtTimeoutMs, extra = {} }) {
   const query = new URLSearchParams({
     server: cfg.server,
     user,
@@ -173,6 +184,7 @@ function peerUrl(base, cfg, { user, transport, token, wt, mode, room = "browser-
   query.set("wt", wt ?? `https://127.0.0.1:${cfg.webTransportPort}/`);
   if (mode) query.set("mode", mode);
   if (wtTimeoutMs !== undefined) query.set("wtTimeoutMs", String(wtTimeoutMs));
+  for (const [key, value] of Object.entries(extra)) query.set(key, String(value));
   return `${base}/peer.html?${query}`;
 }
 
@@ -245,6 +257,55 @@ const scenarios = {
     return { connect, demo: { ...(await demoState(demo)), ...shown, ms } };
   },
 
+  // The test pages opened from http://127.0.0.1:<port>, an origin the server
+  // does not allow (it allows http://localhost:<port>): refused on every
+  // transport, before any message; connect rejects with connection_failed and
+  // says to check allowed_origins. The same page from the allowed origin connects.
+  "foreign-origin": async (ctx) => {
+    const foreign = ctx.base.replace("//localhost:", "//127.0.0.1:");
+    const transports = ["webtransport", "websocket", "auto"];
+    const results = await Promise.all(
+      transports.map(async (transport) => {
+        const name = `foreign-${transport}`;
+        const url = peerUrl(foreign, ctx.cfg, { user: "alice", transport, mode: "connect" });
+        const page = await openPage(ctx.context, name, url);
+        const r = await outcome(page, 12000);
+        const origin = await page.evaluate(() => location.origin);
+        return [transport, { ...r, origin, events: r.ok ? await events(page) : undefined }];
+      }),
+    );
+    const url = peerUrl(ctx.base, ctx.cfg, { user: "alice", transport: "auto", mode: "connect" });
+    const page = await openPage(ctx.context, "allowed", url);
+    const allowed = { ...(await outcome(page, 12000)), origin: await page.evaluate(() => location.origin) };
+    return { refused: Object.fromEntries(results), allowed };
+  },
+
+  // bob (the given token, no refreshToken hook; he tries client.refresh() with
+  // wrongUserToken when told his token expires) joins a room; alice joins with
+  // a short-lived token and a refreshToken hook, refreshes in-band when the
+  // server says token_expiring, and signals bob twice after her first token's
+  // expiry, on the same session.
+  refresh: async (ctx) => {
+    const { cfg } = ctx;
+    const room = `refresh-${Date.now()}`;
+    const bobExtra = cfg.wrongUserToken ? { wrongUserToken: cfg.wrongUserToken } : {};
+    const bobUrl = peerUrl(ctx.base, cfg, { user: "bob", room, transport: "websocket", mode: "receive", extra: bobExtra });
+    const bob = await openPage(ctx.context, "bob", bobUrl);
+    await waitForState(bob, "bob", ["joined"], 10000);
+    const extra = { refreshToken: cfg.refreshToken, signalAfter: cfg.signalAfter };
+    const transport = cfg.transport ?? "auto";
+    const aliceUrl = peerUrl(ctx.base, cfg, { user: "alice", room, transport, mode: "refresh", extra });
+    const alice = await openPage(ctx.context, "alice", aliceUrl);
+    const [ra, rb] = await Promise.all([outcome(alice, 25000), outcome(bob, 25000)]);
+    if (!ra.ok || !rb.ok) {
+      throw new Failure("the session did not outlive its first token", {
+        pages: { alice: ra, bob: rb },
+        events: { alice: await events(alice), bob: await events(bob) },
+      });
+    }
+    return { alice: ra, bob: rb };
+  },
+
   // The demo page in two tabs of one room, on WSS; a screenshot of the second.
   "demo-screenshot": async (ctx) => {
     const { cfg } = ctx;
@@ -313,15 +374,16 @@ async function main() {
   if (!scenario) throw new Failure(`unknown scenario ${JSON.stringify(name)}; known: ${Object.keys(scenarios).join(", ")}`);
   const cfg = JSON.parse(json ?? "{}");
   const started = Date.now();
-  const http = await serveStatic();
+  const http = await serveStatic(cfg.fixturePort ?? 0);
   let browser;
   try {
     browser = await launch();
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const ctx = { cfg, browser, context, base: `http://localhost:${http.address().port}` };
     let timer;
+    const limitMs = SCENARIO_TIMEOUTS_MS[name] ?? SCENARIO_TIMEOUT_MS;
     const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Failure(`scenario ${name} took more than ${SCENARIO_TIMEOUT_MS} ms`)), SCENARIO_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Failure(`scenario ${name} took more than ${limitMs} ms`)), limitMs);
     });
     const result = await Promise.race([scenario(ctx), timeout]).finally(() => clearTimeout(timer));
     return { ok: true, scenario: name, ms: Date.now() - started, ...result };

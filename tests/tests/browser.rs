@@ -12,6 +12,14 @@
 //! `auth_failed`, quickly, and the demo page must show it; and the demo page
 //! in two tabs must see the other tab, and is screenshotted.
 //!
+//! The server allows pages of `http://localhost:<fixture port>` (its
+//! `allowed_origins`) and no other page origin but its own: the test picks the
+//! port the runner serves on before starting the server. The same pages opened
+//! as `http://127.0.0.1:<fixture port>` are refused on both transports. A page
+//! whose short-lived token the server announces as expiring refreshes it
+//! in-band through `options.refreshToken` and signals on after its first
+//! token's expiry, on the same session.
+//!
 //! `scripts/test` installs what these tests need (the `chromium` package and
 //! `npm ci` in `tests/browser`); without them the tests fail, saying so.
 
@@ -23,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use e2e::Server;
 use serde_json::{Value, json};
+use server::session::auth::{TokenClaims, now_secs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The runner gives a scenario 20 s; this also covers starting node and Chromium.
+/// The runner gives a scenario 20 s (refresh 30 s); this also covers starting node and Chromium.
 const RUNNER_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// One browser at a time: the machine has two cores, and WebRTC timing with
@@ -59,9 +68,51 @@ fn check_prerequisites() {
     assert!(playwright.exists(), "{} is missing: {install}", playwright.display());
 }
 
-/// Runs one scenario of `tests/browser/run.mjs` and returns its JSON outcome;
-/// panics (with the browser's diagnostics) when it failed or took too long.
-fn run(scenario: &str, server: &Server, extra: Value) -> Value {
+/// The server under test, and the port the runner serves the test pages on:
+/// the server allows their origin, `http://localhost:<fixture_port>`.
+struct Setup {
+    server: Server,
+    fixture_port: u16,
+}
+
+impl Setup {
+    /// Picks a free port for the test pages, then starts the server with
+    /// these flags, allowing the pages' origin.
+    fn start(flags: &[(&str, &str)]) -> Setup {
+        // Bound, read and freed: the runner listens on it a moment later.
+        let fixture_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free TCP port")
+            .port();
+        let origin = fixture_origin(fixture_port);
+        let mut all = vec![("allowed-origins", origin.as_str())];
+        all.extend_from_slice(flags);
+        Setup {
+            server: Server::start(BIN, &all),
+            fixture_port,
+        }
+    }
+
+    /// Runs one scenario of `tests/browser/run.mjs` and returns its JSON outcome;
+    /// panics (with the browser's diagnostics) when it failed or took too long.
+    fn run(&self, scenario: &str, extra: Value) -> Value {
+        self.run_with(scenario, || extra)
+    }
+
+    /// Like [`Setup::run`], with extra config made once this test's turn at the
+    /// browser has come (tokens whose lifetime must not run out while waiting).
+    fn run_with(&self, scenario: &str, extra: impl FnOnce() -> Value) -> Value {
+        run(scenario, &self.server, self.fixture_port, extra)
+    }
+}
+
+/// The origin of the test pages the server allows.
+fn fixture_origin(port: u16) -> String {
+    format!("http://localhost:{port}")
+}
+
+/// Runs `scenario` against `server`, the runner serving on `fixture_port`; see [`Setup::run`].
+fn run(scenario: &str, server: &Server, fixture_port: u16, extra: impl FnOnce() -> Value) -> Value {
     check_prerequisites();
     let _one = ONE_BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hashes: Vec<String> = server
@@ -74,8 +125,9 @@ fn run(scenario: &str, server: &Server, extra: Value) -> Value {
         "webTransportPort": server.webtransport.port(),
         "hashes": hashes,
         "tokens": {"alice": server.token("alice"), "bob": server.token("bob")},
+        "fixturePort": fixture_port,
     });
-    for (key, value) in extra.as_object().expect("extra config is an object") {
+    for (key, value) in extra().as_object().expect("extra config is an object") {
         config[key] = value.clone();
     }
     let started = Instant::now();
@@ -141,42 +193,42 @@ fn assert_call(outcome: &Value, alice_transport: &str, bob_transport: &str) {
 
 #[test]
 fn two_pages_call_each_other_over_webtransport() {
-    let server = Server::start(BIN, &[]);
-    let outcome = run("webtransport", &server, json!({}));
+    let setup = Setup::start(&[]);
+    let outcome = setup.run("webtransport", json!({}));
     assert_call(&outcome, "webtransport", "webtransport");
 }
 
 #[test]
 fn two_pages_call_each_other_over_wss() {
-    let server = Server::start(BIN, &[]);
-    let outcome = run("websocket", &server, json!({}));
+    let setup = Setup::start(&[]);
+    let outcome = setup.run("websocket", json!({}));
     assert_call(&outcome, "websocket", "websocket");
 }
 
 #[test]
 fn a_webtransport_page_calls_a_wss_page() {
-    let server = Server::start(BIN, &[]);
-    let outcome = run("mixed", &server, json!({}));
+    let setup = Setup::start(&[]);
+    let outcome = setup.run("mixed", json!({}));
     assert_call(&outcome, "webtransport", "websocket");
 }
 
 #[test]
 fn auto_falls_back_to_wss_when_webtransport_does_not_answer_and_the_call_works() {
-    let server = Server::start(BIN, &[]);
+    let setup = Setup::start(&[]);
     // A UDP port that nobody listens on (bound, then freed).
     let dead_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free UDP port")
         .port();
-    let outcome = run("fallback", &server, json!({ "deadUdpPort": dead_port }));
+    let outcome = setup.run("fallback", json!({ "deadUdpPort": dead_port }));
     // alice's WebTransport URL is dead: she falls back; bob's "auto" takes WebTransport.
     assert_call(&outcome, "websocket", "webtransport");
 }
 
 #[test]
 fn a_bad_token_is_refused_with_auth_failed_quickly_and_the_demo_page_shows_it() {
-    let server = Server::start(BIN, &[]);
-    let outcome = run("bad-token", &server, json!({}));
+    let setup = Setup::start(&[]);
+    let outcome = setup.run("bad-token", json!({}));
     for transport in ["webtransport", "websocket", "auto"] {
         let page = &outcome["connect"][transport];
         assert_eq!(page["ok"], false, "{transport}: connect must reject: {outcome}");
@@ -192,14 +244,10 @@ fn a_bad_token_is_refused_with_auth_failed_quickly_and_the_demo_page_shows_it() 
 
 #[test]
 fn the_demo_page_in_two_tabs_shows_the_other_peer_and_is_screenshotted() {
-    let server = Server::start(BIN, &[]);
+    let setup = Setup::start(&[]);
     let screenshot = workspace().join("target").join("browser").join("demo.png");
     let _ = std::fs::remove_file(&screenshot);
-    let outcome = run(
-        "demo-screenshot",
-        &server,
-        json!({ "screenshot": screenshot.to_string_lossy() }),
-    );
+    let outcome = setup.run("demo-screenshot", json!({ "screenshot": screenshot.to_string_lossy() }));
     for (page, other) in [("alice", "bob"), ("bob", "alice")] {
         assert_eq!(outcome[page]["state"], "connected", "{page}: {outcome}");
         assert_eq!(outcome[page]["transport"], "websocket", "{page}: {outcome}");
@@ -242,13 +290,13 @@ fn wait_for_sessions(server: &Server, n: u64) {
 fn a_page_reconnects_and_rejoins(transport: &str) {
     // A short idle timeout makes the client ping every second, so it notices
     // the dead server at once even on QUIC, which would wait for its idle timeout.
-    let server = Server::start(BIN, &[("idle-timeout-ms", "3000")]);
+    let setup = Setup::start(&[("idle-timeout-ms", "3000")]);
     std::thread::scope(|scope| {
-        let runner = scope.spawn(|| run("reconnect", &server, json!({ "transport": transport })));
-        wait_for_sessions(&server, 1);
+        let runner = scope.spawn(|| setup.run("reconnect", json!({ "transport": transport })));
+        wait_for_sessions(&setup.server, 1);
         // The page joins right after its welcome.
         std::thread::sleep(Duration::from_secs(1));
-        server.restart();
+        setup.server.restart();
         let outcome = runner.join().expect("the runner thread");
         let page = &outcome["page"];
         assert_eq!(page["rooms"], json!(["reconnect-room"]), "{outcome}");
@@ -272,4 +320,149 @@ fn a_wss_page_reconnects_and_rejoins_after_the_server_restarts() {
 #[test]
 fn a_webtransport_page_reconnects_and_rejoins_after_the_server_restarts() {
     a_page_reconnects_and_rejoins("webtransport");
+}
+
+/// The server's JSON log lines whose message is `message`.
+fn log_lines(server: &Server, message: &str) -> Vec<Value> {
+    server
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+#[test]
+fn pages_of_an_origin_the_server_does_not_allow_are_refused_on_both_transports() {
+    let setup = Setup::start(&[]);
+    let outcome = setup.run("foreign-origin", json!({}));
+    let foreign = format!("http://127.0.0.1:{}", setup.fixture_port);
+    for transport in ["webtransport", "websocket", "auto"] {
+        let page = &outcome["refused"][transport];
+        assert_eq!(page["origin"], foreign.as_str(), "{transport}: {outcome}");
+        assert_eq!(page["ok"], false, "{transport}: connect must reject: {outcome}");
+        // A browser cannot see the 403: the client's transport failure, with a hint.
+        assert_eq!(page["code"], "connection_failed", "{transport}: {outcome}");
+        let message = page["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("check the server's allowed_origins"),
+            "{transport}: the message names the likely cause: {outcome}"
+        );
+        let ms = page["connectMs"].as_u64().unwrap_or(u64::MAX);
+        assert!(ms < 5000, "{transport}: connect took {ms} ms to reject: {outcome}");
+    }
+    let allowed = &outcome["allowed"];
+    assert_eq!(allowed["ok"], true, "the allowed origin connects: {outcome}");
+    assert_eq!(
+        allowed["origin"],
+        fixture_origin(setup.fixture_port).as_str(),
+        "{outcome}"
+    );
+
+    // The server refused each of them for their origin: webtransport, websocket,
+    // and auto's two attempts (WebTransport, then WSS).
+    let refusals: Vec<Value> = log_lines(&setup.server, "connection refused")
+        .into_iter()
+        .filter(|line| line["code"] == "origin_not_allowed")
+        .collect();
+    assert!(
+        refusals.len() >= 4,
+        "four origin_not_allowed refusals in the server's log, not {}: {refusals:?}\n{outcome}",
+        refusals.len()
+    );
+    assert!(
+        log_lines(&setup.server, "authenticated").len() == 1,
+        "only the allowed page got a session: {}",
+        setup.server.log()
+    );
+}
+
+/// A token for `user` that expires `secs` from now.
+fn token_for(server: &Server, user: &str, secs: u64) -> (String, u64) {
+    let exp = now_secs() + secs;
+    (server.token_with(TokenClaims::new(user, exp)), exp)
+}
+
+#[test]
+fn a_page_refreshes_its_token_in_band_and_signals_on_after_the_first_one_expired() {
+    // Every session is told token_expiring right after welcome (its token has
+    // less than an hour left), and no leeway extends the first token's life.
+    let setup = Setup::start(&[("token-refresh-notice-secs", "3600"), ("jwt-leeway-secs", "0")]);
+    let mut first_exp = 0;
+    let mut fresh_exp = 0;
+    let outcome = setup.run_with("refresh", || {
+        // Minted now that the browser is ours: the first token lives 15 s, time
+        // enough for node, Chromium and two pages to start on a busy machine.
+        let (short, exp) = token_for(&setup.server, "alice", 15);
+        // The fresh one outlives the notice, so it is not announced as expiring at once.
+        let (fresh, fresh_at) = token_for(&setup.server, "alice", 7200);
+        first_exp = exp;
+        fresh_exp = fresh_at;
+        json!({
+            "transport": "webtransport",
+            "tokens": {"alice": short, "bob": setup.server.token("bob")},
+            "refreshToken": fresh,
+            // bob, without a hook, tries client.refresh() with a token of alice's.
+            "wrongUserToken": setup.server.token("alice"),
+            // A second past the first token's expiry (whole seconds).
+            "signalAfter": (exp + 1) * 1000,
+        })
+    });
+    let alice = &outcome["alice"];
+    let bob = &outcome["bob"];
+    assert_eq!(alice["transport"], "webtransport", "{outcome}");
+    assert_eq!(alice["hookCalls"], 1, "the hook was asked once: {outcome}");
+    let expiring = alice["tokenexpiring"].as_array().expect("tokenexpiring");
+    assert_eq!(expiring.len(), 1, "{outcome}");
+    assert_eq!(expiring[0]["refreshing"], true, "{outcome}");
+    assert!(
+        expiring[0]["expiresInMs"].as_u64().is_some_and(|ms| ms <= 15_000),
+        "{outcome}"
+    );
+    let refreshed = alice["tokenrefreshed"].as_array().expect("tokenrefreshed");
+    assert_eq!(refreshed.len(), 1, "{outcome}");
+    assert_eq!(refreshed[0]["expiresAt"], fresh_exp * 1000, "{outcome}");
+    // The same session, never interrupted, signalled after the first token's expiry.
+    assert_eq!(alice["sameSession"], true, "{outcome}");
+    assert_eq!(alice["stillMember"], true, "{outcome}");
+    assert_eq!(alice["reconnecting"], 0, "{outcome}");
+    assert_eq!(alice["goodbye"], json!([]), "{outcome}");
+    assert_eq!(alice["error"], json!([]), "{outcome}");
+    assert_eq!(alice["closed"], Value::Null, "{outcome}");
+    let signals = bob["signals"].as_array().expect("signals");
+    let data: Vec<&str> = signals.iter().filter_map(|s| s["data"].as_str()).collect();
+    assert_eq!(
+        data,
+        ["after expiry 1", "after expiry 2"],
+        "bob got both, once: {outcome}"
+    );
+    for signal in signals {
+        assert_eq!(signal["from"], alice["peerId"], "{outcome}");
+        let at = signal["at"].as_u64().unwrap_or(0);
+        assert!(
+            at > first_exp * 1000,
+            "received after the first token expired: {outcome}"
+        );
+    }
+    // bob has no hook: he is told, with the hour his token has left.
+    let bob_expiring = bob["tokenexpiring"].as_array().expect("bob's tokenexpiring");
+    assert_eq!(bob_expiring.len(), 1, "{outcome}");
+    assert_eq!(bob_expiring[0]["refreshing"], false, "{outcome}");
+    assert!(
+        bob_expiring[0]["expiresInMs"]
+            .as_u64()
+            .is_some_and(|ms| ms > 3_500_000 && ms <= 3_600_000),
+        "{outcome}"
+    );
+    // His own refresh with alice's token was refused; his session went on.
+    assert_eq!(bob["manualRefresh"]["ok"], false, "{outcome}");
+    assert_eq!(bob["manualRefresh"]["code"], "wrong_user", "{outcome}");
+    assert_eq!(bob["goodbye"], json!([]), "{outcome}");
+    assert_eq!(bob["reconnecting"], 0, "{outcome}");
+    assert_eq!(
+        log_lines(&setup.server, "token refreshed").len(),
+        1,
+        "{}",
+        setup.server.log()
+    );
 }
