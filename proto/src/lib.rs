@@ -6,12 +6,14 @@
 //! versions ([`version`]) and the stable error codes ([`error`]). The server and
 //! every client (the native [`client`], the browser module, the load generator)
 //! are built on it. `PROTOCOL.md` next to this crate describes the same protocol
-//! in prose, with examples that the tests decode.
+//! in prose, with examples that the tests decode. [`fuzzing`] is the body of
+//! the fuzz targets in `fuzz/`, which the tests replay over their corpus.
 
 pub mod client;
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod ids;
 pub mod message;
 pub mod version;

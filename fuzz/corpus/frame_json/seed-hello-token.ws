@@ -1,0 +1,1 @@
+{"type":"hello","id":1,"version":1,"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln"}

@@ -1,0 +1,1 @@
+{"ch":7,"type":"join","room":"team:42@eu-1"}

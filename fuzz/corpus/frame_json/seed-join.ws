@@ -1,0 +1,1 @@
+{"ch":1,"type":"join","id":2,"room":"lobby"}

@@ -1,0 +1,1 @@
+{"type":"ping","id":7,"nonce":42}

@@ -1,0 +1,1 @@
+{"ch":1,"type":"signal","to":"0123456789abcdef","signal":{"kind":"answer","sdp":"v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n"}}

@@ -1,0 +1,1 @@
+{"ch":1,"type":"signal","to":"0123456789abcdef","signal":{"kind":"candidate","candidate":""}}
