@@ -111,7 +111,12 @@ fn decoded_frames(encoding: Encoding, mut stream: &[u8]) -> usize {
 /// optional fields, and the channel a WebSocket client would send it on.
 fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
     let peer = PeerId(0x0123_4567_89ab_cdef);
-    let signal = |id, signal| ClientMessage::Signal { id, to: peer, signal };
+    let signal = |id: Option<u32>, signal| ClientMessage::Signal {
+        id,
+        seq: id.map(u64::from),
+        to: peer,
+        signal,
+    };
     vec![
         (
             "hello",
@@ -210,7 +215,16 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
             1,
             ClientMessage::Broadcast {
                 id: Some(6),
+                seq: Some(6),
                 data: "hello, room".to_owned(),
+            },
+        ),
+        (
+            "refresh",
+            0,
+            ClientMessage::Refresh {
+                id: Some(8),
+                token: Token("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".to_owned()),
             },
         ),
         ("ping", 0, ClientMessage::Ping { id: Some(7), nonce: 42 }),

@@ -1,1 +1,1 @@
-hello, room
+hello, room

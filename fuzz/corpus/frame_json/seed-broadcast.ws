@@ -1,1 +1,1 @@
-{"ch":1,"type":"broadcast","id":6,"data":"hello, room"}
+{"ch":1,"type":"broadcast","id":6,"seq":6,"data":"hello, room"}

@@ -1,1 +1,1 @@
-{"ch":1,"type":"signal","id":5,"to":"0123456789abcdef","signal":{"kind":"candidate","candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}
+{"ch":1,"type":"signal","id":5,"seq":5,"to":"0123456789abcdef","signal":{"kind":"candidate","candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}

@@ -1,1 +1,1 @@
-{"ch":2,"type":"signal","id":4294967295,"to":"0123456789abcdef","signal":{"kind":"custom","data":"{\"muted\":true} é😀"}}
+{"ch":2,"type":"signal","id":4294967295,"seq":4294967295,"to":"0123456789abcdef","signal":{"kind":"custom","data":"{\"muted\":true} é😀"}}

@@ -1,1 +1,1 @@
-{"ch":1,"type":"signal","id":4,"to":"0123456789abcdef","signal":{"kind":"offer","sdp":"v=0\r\no=- 46117317 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}}
+{"ch":1,"type":"signal","id":4,"seq":4,"to":"0123456789abcdef","signal":{"kind":"offer","sdp":"v=0\r\no=- 46117317 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}}

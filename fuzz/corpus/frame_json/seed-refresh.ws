@@ -1,0 +1,1 @@
+{"type":"refresh","id":8,"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"}
