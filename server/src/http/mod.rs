@@ -7,10 +7,12 @@
 //! | `GET /ready` | readiness: 200 `{"status":"ready"}`, 503 while shutting down |
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
+//! | `POST /auth/login`, `POST /auth/refresh`, `GET /auth/me` | the account service (see [`auth`]) |
 //! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
 //! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`.
 
+pub mod auth;
 mod serve;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use serde_json::json;
 
 pub use serve::serve;
 
+use crate::accounts::Accounts;
 use crate::session::{Hub, Refusal};
 use crate::tls::{CertStore, hex};
 
@@ -33,6 +36,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub certs: Arc<CertStore>,
     pub webtransport_port: u16,
+    pub accounts: Arc<Accounts>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/cert-hashes", get(cert_hashes))
         .route("/ws", get(crate::transport::websocket::upgrade))
+        .merge(auth::routes())
         .layer(axum::middleware::map_response(move |mut response: Response| {
             let alt_svc = alt_svc.clone();
             async move {
