@@ -4,8 +4,8 @@
 //! first line of standard input with `--password-stdin` (for scripts). With
 //! neither a terminal nor that flag the command refuses rather than wait for
 //! input nobody will type. A running server sees every change at its next
-//! login or refresh; removing an account or changing its password ends the
-//! logins it had (their refresh tokens stop working).
+//! login or refresh; removing an account or changing its password revokes
+//! its refresh tokens (access tokens already issued live out their minutes).
 
 use std::io::{BufRead as _, IsTerminal as _, Read as _};
 
@@ -30,11 +30,11 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove an account; its logins end.
+    /// Remove an account; its refresh tokens stop working.
     Remove { name: String },
     /// List the accounts: name, roles, when created.
     List,
-    /// Set an account's password; its logins end.
+    /// Set an account's password; its refresh tokens stop working.
     Passwd {
         name: String,
         /// Read the password from the first line of standard input instead of prompting.
@@ -74,7 +74,7 @@ pub fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
         }
         UsersCommand::Remove { name } => {
             store.remove(&name)?;
-            println!("removed {name}; its logins are revoked");
+            println!("removed {name}; its refresh tokens are revoked");
         }
         UsersCommand::List => list(&store)?,
         UsersCommand::Passwd { name, password_stdin } => {
@@ -83,7 +83,7 @@ pub fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             }
             let password_hash = password::hash(&read_password(&name, password_stdin)?)?;
             store.set_password(&name, password_hash)?;
-            println!("changed the password of {name}; its logins are revoked");
+            println!("changed the password of {name}; its refresh tokens are revoked");
         }
     }
     Ok(())
