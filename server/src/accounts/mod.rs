@@ -10,9 +10,10 @@
 //! - [`refresh`]: refresh-token families, rotation and reuse detection;
 //! - [`file`]: atomic writes and the writers' lock.
 //!
-//! Checking a password costs ~20 MiB and tens of milliseconds, so at most
-//! [`HASHING_SLOTS`] run at once, off the async runtime; a login that cannot
-//! get a slot within [`HASHING_WAIT`] is refused with `server_full`.
+//! Checking a password costs ~20 MiB and tens of milliseconds, so a login
+//! needs one of [`HASHING_SLOTS`] slots ([`Accounts::hashing_slot`]) and runs
+//! off the async runtime; one that cannot get a slot within [`HASHING_WAIT`]
+//! is refused with `server_full`.
 
 pub mod file;
 pub mod password;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::ErrorCode;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::refresh::{Families, FamilyFile, RefreshError, RefreshToken};
 use self::store::{LiveUsers, User, UserStore};
@@ -113,6 +114,13 @@ impl Signer {
     }
 }
 
+/// The right to check one password: [`Accounts::login`] takes one.
+#[derive(Debug)]
+pub struct HashingSlot {
+    /// Held, not read: dropping it frees the slot.
+    _permit: OwnedSemaphorePermit,
+}
+
 /// The account service.
 pub struct Accounts {
     users: LiveUsers,
@@ -122,6 +130,7 @@ pub struct Accounts {
     signer: Result<Signer, String>,
     refresh_ttl_secs: u64,
     hashing: Arc<Semaphore>,
+    hashing_wait: Duration,
 }
 
 impl Accounts {
@@ -154,6 +163,7 @@ impl Accounts {
             signer,
             refresh_ttl_secs: config.refresh_token_ttl_secs,
             hashing: Arc::new(Semaphore::new(HASHING_SLOTS)),
+            hashing_wait: HASHING_WAIT,
         })
     }
 
@@ -170,14 +180,27 @@ impl Accounts {
             .map_err(|why| AccountError::Disabled(why.clone()))
     }
 
-    /// Checks `name` and `password` and starts a login. An unknown name costs
-    /// what a wrong password does.
-    pub async fn login(self: &Arc<Self>, name: String, password: String, ip: IpAddr) -> Result<Issued, AccountError> {
-        self.check_enabled()?;
-        let slot = tokio::time::timeout(HASHING_WAIT, self.hashing.clone().acquire_owned())
+    /// Waits (a bounded time) for the right to check a password. Whoever
+    /// waited should look again at whether the client may still try (its
+    /// address may have been blocked meanwhile).
+    pub async fn hashing_slot(&self) -> Result<HashingSlot, AccountError> {
+        tokio::time::timeout(self.hashing_wait, self.hashing.clone().acquire_owned())
             .await
             .map_err(|_| AccountError::Busy)?
-            .map_err(|_| AccountError::Internal("hashing slots closed".into()))?;
+            .map(|permit| HashingSlot { _permit: permit })
+            .map_err(|_| AccountError::Internal("hashing slots closed".into()))
+    }
+
+    /// Checks `name` and `password` and starts a login. An unknown name costs
+    /// what a wrong password does.
+    pub async fn login(
+        self: &Arc<Self>,
+        slot: HashingSlot,
+        name: String,
+        password: String,
+        ip: IpAddr,
+    ) -> Result<Issued, AccountError> {
+        self.check_enabled()?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             // The slot goes with the work: a client that hangs up does not free it early.
@@ -312,14 +335,21 @@ mod tests {
         Arc::new(Accounts::from_config(&config(dir)).unwrap())
     }
 
+    /// A login as the HTTP route makes it: a hashing slot, then the check.
+    async fn login(accounts: &Arc<Accounts>, name: &str, password: &str) -> Result<Issued, AccountError> {
+        let slot = accounts.hashing_slot().await?;
+        accounts.login(slot, name.into(), password.into(), IP).await
+    }
+
+    async fn refresh(accounts: &Arc<Accounts>, token: &RefreshToken) -> Result<Issued, AccountError> {
+        accounts.refresh(token.expose().to_owned(), IP).await
+    }
+
     #[tokio::test]
     async fn a_login_gives_an_access_token_the_server_accepts_and_a_refresh_token() {
         let dir = temp_dir("service-login");
         let accounts = with_alice(&dir);
-        let issued = accounts
-            .login("alice".into(), "correct horse".into(), IP)
-            .await
-            .unwrap();
+        let issued = login(&accounts, "alice", "correct horse").await.unwrap();
         let claims = Authenticator::from_config(&config(&dir))
             .unwrap()
             .verify(&issued.access_token)
@@ -328,23 +358,14 @@ mod tests {
         assert!(claims.has_role("admin"));
         assert_eq!(issued.expires_in, 900);
         assert_eq!(issued.refresh_expires_in, 2_592_000);
-        let next = accounts
-            .refresh(issued.refresh_token.expose().to_owned(), IP)
-            .await
-            .unwrap();
+        let next = refresh(&accounts, &issued.refresh_token).await.unwrap();
         assert_eq!(next.user, "alice");
         assert_eq!(
-            accounts
-                .refresh(issued.refresh_token.expose().to_owned(), IP)
-                .await
-                .unwrap_err(),
+            refresh(&accounts, &issued.refresh_token).await.unwrap_err(),
             AccountError::RefreshTokenReused
         );
         assert_eq!(
-            accounts
-                .refresh(next.refresh_token.expose().to_owned(), IP)
-                .await
-                .unwrap_err(),
+            refresh(&accounts, &next.refresh_token).await.unwrap_err(),
             AccountError::InvalidRefreshToken
         );
     }
@@ -354,7 +375,7 @@ mod tests {
         let dir = temp_dir("service-wrong");
         let accounts = with_alice(&dir);
         for (name, password) in [("alice", "wrong horse"), ("mallory", "correct horse"), ("", "")] {
-            let err = accounts.login(name.into(), password.into(), IP).await.unwrap_err();
+            let err = login(&accounts, name, password).await.unwrap_err();
             assert_eq!(err, AccountError::InvalidCredentials);
             assert!(err.is_auth_failure());
         }
@@ -364,38 +385,41 @@ mod tests {
     async fn a_password_change_ends_the_logins_made_with_the_old_one() {
         let dir = temp_dir("service-passwd");
         let accounts = with_alice(&dir);
-        let issued = accounts
-            .login("alice".into(), "correct horse".into(), IP)
-            .await
-            .unwrap();
+        let issued = login(&accounts, "alice", "correct horse").await.unwrap();
         UserStore::new(dir.join("users.json"))
             .set_password("alice", password::hash("battery staple").unwrap())
             .unwrap();
         assert_eq!(
-            accounts
-                .refresh(issued.refresh_token.expose().to_owned(), IP)
-                .await
-                .unwrap_err(),
+            refresh(&accounts, &issued.refresh_token).await.unwrap_err(),
             AccountError::InvalidRefreshToken
         );
-        accounts
-            .login("alice".into(), "battery staple".into(), IP)
-            .await
-            .unwrap();
+        login(&accounts, "alice", "battery staple").await.unwrap();
     }
 
     #[tokio::test]
     async fn logins_survive_a_restart() {
         let dir = temp_dir("service-restart");
-        let issued = with_alice(&dir)
-            .login("alice".into(), "correct horse".into(), IP)
-            .await
-            .unwrap();
+        let issued = login(&with_alice(&dir), "alice", "correct horse").await.unwrap();
         let restarted = Arc::new(Accounts::from_config(&config(&dir)).unwrap());
-        restarted
-            .refresh(issued.refresh_token.expose().to_owned(), IP)
-            .await
-            .unwrap();
+        refresh(&restarted, &issued.refresh_token).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn logins_wait_for_a_hashing_slot_but_not_for_ever() {
+        let dir = temp_dir("service-busy");
+        let mut accounts = Accounts::from_config(&config(&dir)).unwrap();
+        accounts.hashing_wait = Duration::from_millis(50);
+        let accounts = Arc::new(accounts);
+        let held: Vec<HashingSlot> =
+            futures_util::future::try_join_all((0..HASHING_SLOTS).map(|_| accounts.hashing_slot()))
+                .await
+                .unwrap();
+        let err = accounts.hashing_slot().await.unwrap_err();
+        assert_eq!(err, AccountError::Busy);
+        assert_eq!(err.code(), ErrorCode::ServerFull);
+        assert!(!err.is_auth_failure());
+        drop(held);
+        accounts.hashing_slot().await.expect("a slot is free again");
     }
 
     #[tokio::test]
@@ -407,7 +431,7 @@ mod tests {
             ..config(&dir)
         };
         let accounts = Arc::new(Accounts::from_config(&config).unwrap());
-        let err = accounts.login("alice".into(), "x".into(), IP).await.unwrap_err();
+        let err = login(&accounts, "alice", "x").await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::AccountsDisabled);
         assert!(err.to_string().contains("jwt_secret"), "{err}");
         assert!(!err.is_auth_failure());

@@ -297,6 +297,28 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_never_lose_each_others_change() {
+        let store = UserStore::new(temp_dir("concurrent").join("users.json"));
+        let hash = password::hash("a fine password").unwrap();
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let (store, hash) = (store.clone(), hash.clone());
+                scope.spawn(move || {
+                    store
+                        .add(User {
+                            name: format!("user{i}"),
+                            password_hash: hash,
+                            roles: Vec::new(),
+                            created_at: 0,
+                        })
+                        .unwrap()
+                });
+            }
+        });
+        assert_eq!(store.load().unwrap().len(), 8);
+    }
+
+    #[test]
     fn names_are_short_and_plain() {
         for good in [
             "a",

@@ -2,7 +2,8 @@
 //!
 //! Each checks, in order: the service switch; for login and refresh, whether
 //! the server can sign tokens at all; the blocklist, so a blocked address gets
-//! 429 `ip_blocked` before any password is hashed; then the request. Bodies are
+//! 429 `ip_blocked` before any password is hashed (a login asks again once it
+//! has a hashing slot); then the request. Bodies are
 //! JSON (`Content-Type: application/json`) of at most [`MAX_BODY`] bytes.
 //! Failed logins and refreshes count towards the address's block as bad tokens
 //! do. Every error is `{"code", "message"}` with the code's status.
@@ -62,7 +63,16 @@ async fn login(
         Ok(request) => request,
         Err(refusal) => return refusal_response(&refusal),
     };
-    let issued = app.accounts.login(request.username, request.password, ip).await;
+    // The address may have been blocked while this login waited for a slot
+    // (by the failures of logins queued beside it).
+    let slot = match app.accounts.hashing_slot().await {
+        Ok(slot) => slot,
+        Err(e) => return respond(&app, ip, Err(e), "login failed"),
+    };
+    if let Err(refusal) = app.hub.check_blocklist(ip) {
+        return refusal_response(&refusal);
+    }
+    let issued = app.accounts.login(slot, request.username, request.password, ip).await;
     respond(&app, ip, issued, "login failed")
 }
 
