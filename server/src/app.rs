@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wtransport::config::Ipv6DualStackConfig;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::session::Hub;
@@ -53,6 +54,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if config.dev_mode {
         announce_dev_mode();
     }
+    let accounts = Arc::new(Accounts::from_config(&config).context("opening the account service")?);
+    if accounts.user_count() == 0 {
+        tracing::info!(
+            users_file = %config.users_file.display(),
+            "no accounts yet: create one with `server users add <name>` \
+             (accounts are optional; tokens from your own issuer work without them)"
+        );
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let hub = Hub::new(&config, auth, shutdown_rx.clone());
 
@@ -80,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub: hub.clone(),
         certs: certs.clone(),
         webtransport_port: wt_addr.port(),
+        accounts,
     });
     // Both listeners keep running until the process exits: during a shutdown
     // admission refuses new sessions, and /ready answers 503.

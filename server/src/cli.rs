@@ -1,5 +1,8 @@
 //! The command line: `server` (run), `server token` (mint a development
-//! token), `server config` (print the effective configuration).
+//! token), `server users ...` (manage accounts, see [`users`]), `server config`
+//! (print the effective configuration).
+
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +49,11 @@ pub enum Command {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
+    /// Manage the accounts that may log in at /auth/login (the users_file).
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
     /// Print the effective configuration as TOML (secrets redacted).
     Config,
 }
@@ -67,6 +75,7 @@ pub fn main() -> ExitCode {
             rooms,
             roles,
         } => token(&config, sub, ttl_secs, rooms, roles),
+        Command::Users { command } => users::run(&config, command),
         Command::Config => print_config(&config),
     };
     match result {

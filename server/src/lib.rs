@@ -1,5 +1,6 @@
 //! The signaling server: WebTransport first, WSS fallback, one session layer.
 //!
+//! - [`accounts`]: the optional account service (logins, refresh tokens, `server users`);
 //! - [`transport`]: WebTransport and WebSocket, moving frames and nothing else;
 //! - [`session`]: every policy (admission, auth, budgets, limits) in one place;
 //! - [`room`]: membership and relay;
@@ -8,6 +9,7 @@
 //! - [`config`]: the one typed configuration;
 //! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line.
 
+pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -191,6 +191,64 @@ impl Server {
         .await
     }
 
+    /// A POST of `body` as JSON over HTTPS.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        let body = body.to_string();
+        self.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+    }
+
+    /// A GET with `Authorization: Bearer <token>`.
+    pub async fn get_authorized(&self, path: &str, token: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// Runs the binary's `users` subcommand (`args` after `users`) with the
+    /// flags this server was started with, so on the same user file; `stdin`
+    /// is piped in.
+    pub fn users(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.bin)
+            .arg("users")
+            .args(args)
+            .args(&self.args)
+            .env_remove("SIGNAL_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run `users`");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write the password");
+        child.wait_with_output().expect("`users` finishes")
+    }
+
+    /// Adds an account with the real `users add --password-stdin`, as an
+    /// operator would; panics if that fails.
+    pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
+        let mut args = vec!["add", name, "--password-stdin"];
+        for role in roles {
+            args.extend(["--role", role]);
+        }
+        let out = self.users(&args, &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "users add {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Sends a raw HTTP/1.1 request over TLS and reads the whole response.
     pub async fn request(&self, raw: &str) -> Response {
         let verifier = wtransport::tls::client::ServerHashVerification::new(

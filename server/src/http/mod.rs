@@ -8,12 +8,14 @@
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
 //! | `/admin/*` | the operators' view ([`admin`]) |
+//! | `POST /auth/login`, `POST /auth/refresh`, `GET /auth/me` | the account service (see [`auth`]) |
 //! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
 //! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`. The
 //! API routes answer only pages on the origin allow-list ([`cors`]).
 
 pub mod admin;
+pub mod auth;
 pub mod cors;
 mod serve;
 
@@ -28,6 +30,7 @@ use serde_json::json;
 
 pub use serve::serve;
 
+use crate::accounts::Accounts;
 use crate::session::{Hub, Refusal};
 use crate::tls::{CertStore, hex};
 
@@ -37,6 +40,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub certs: Arc<CertStore>,
     pub webtransport_port: u16,
+    pub accounts: Arc<Accounts>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .expect("a port number makes a valid header");
     let api = Router::new()
         .merge(admin::routes())
+        .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard));
     Router::new()
         .merge(api)
