@@ -280,6 +280,20 @@ async fn the_api_answers_pages_on_the_allow_list_and_refuses_others() {
     .await;
     assert_eq!((foreign.status, code(&foreign)), (403, "origin_not_allowed".into()));
     assert_eq!(foreign.header("access-control-allow-origin"), None);
+    // The account service answers the same origins.
+    let login = call(&server, "OPTIONS", "/auth/login", None, Some("https://app.example"), "").await;
+    assert_eq!(login.status, 204);
+    assert_eq!(login.header("access-control-allow-origin"), Some("https://app.example"));
+    let login = call(
+        &server,
+        "POST",
+        "/auth/login",
+        None,
+        Some("https://evil.example"),
+        r#"{"username":"a","password":"b"}"#,
+    )
+    .await;
+    assert_eq!((login.status, code(&login)), (403, "origin_not_allowed".into()));
     // The server's own pages are always allowed.
     let own = call(
         &server,
