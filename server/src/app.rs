@@ -50,6 +50,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
              mint one with `server token --sub <user>`, and configure jwt_secret or jwt_public_key in production"
         );
     }
+    if config.dev_mode {
+        tracing::warn!(
+            target: "security",
+            event = "dev_mode",
+            "DEVELOPMENT MODE: hello without a token opens an anonymous session and pages of any origin may \
+             connect; never run this on the open internet"
+        );
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let hub = Hub::new(&config, auth, shutdown_rx.clone());
 
