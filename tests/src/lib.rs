@@ -4,6 +4,8 @@
 //!
 //! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
