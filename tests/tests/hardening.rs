@@ -315,7 +315,7 @@ async fn a_session_renews_its_token(server: &Server, via: Via) {
         "{via:?}"
     );
     // The first token has expired by then; nothing arrives, the session goes on.
-    let past_first = tokio::time::Instant::from_std(minted + Duration::from_millis(5500));
+    let past_first = tokio::time::Instant::from_std(minted + Duration::from_millis(6500));
     if let Ok(msg) = tokio::time::timeout_at(past_first, client.control().recv()).await {
         panic!("{via:?}: the refreshed session was sent {msg:?}");
     }
@@ -334,17 +334,18 @@ async fn a_session_refreshes_its_token_in_band_and_outlives_the_first_one() {
 /// With a notice period of 2 s, a token of 5 s is announced as expiring about
 /// 2 s before it does; without a refresh the session then ends with `token_expired`.
 async fn a_session_lapses(server: &Server, via: Via) {
+    let minted = Instant::now();
     let mut client = Client::connect(server.options(via, &token_for(server, "lapser", 5)))
         .await
         .expect("connects");
-    let opened = Instant::now();
     let left = token_expiring(&mut client).await;
+    // The token expires 4 to 5 s after it was minted, so the notice is due 2 to 3 s after.
     assert!(
-        opened.elapsed() >= Duration::from_secs(1),
-        "{via:?}: not at once but {:?} after opening",
-        opened.elapsed()
+        minted.elapsed() >= Duration::from_millis(1900),
+        "{via:?}: not at once but {:?} after the token was minted",
+        minted.elapsed()
     );
-    assert!((1000..=2000).contains(&left), "{via:?}: expires in {left} ms");
+    assert!((500..=2000).contains(&left), "{via:?}: expires in {left} ms");
     let noticed = Instant::now();
     assert_eq!(goodbye(&mut client).await, ErrorCode::TokenExpired, "{via:?}");
     let waited = noticed.elapsed();
