@@ -102,7 +102,6 @@ impl Link {
                     Ok(frame) => frame,
                     Err(e) => {
                         tracing::debug!(error = %e, "WebSocket read failed");
-                        eprintln!("DBG client read error {e}");
                         break;
                     }
                 };
