@@ -29,8 +29,9 @@ use crate::{Response, Server};
 /// How long a raw client waits for anything before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A TLS configuration that trusts the server's certificate by hash, with `alpn`.
-fn tls(server: &Server, alpn: &[u8]) -> rustls::ClientConfig {
+/// A TLS client configuration that trusts the server's certificate by hash,
+/// offering `alpn` (`h3` for WebTransport, `http/1.1` for HTTPS and WSS).
+pub fn client_tls(server: &Server, alpn: &[u8]) -> rustls::ClientConfig {
     let verifier = wtransport::tls::client::ServerHashVerification::new(
         server.hashes.iter().map(|h| wtransport::tls::Sha256Digest::new(*h)),
     );
@@ -72,7 +73,7 @@ impl RawWebTransport {
     ) -> Result<Self, ConnectingError> {
         let config = ClientConfig::builder()
             .with_bind_address(SocketAddr::new(from, 0))
-            .with_custom_tls(tls(server, b"h3"))
+            .with_custom_tls(client_tls(server, b"h3"))
             .build();
         let endpoint = Endpoint::client(config).expect("a client UDP socket");
         let url = format!("https://{}/?encoding={}", server.webtransport, encoding.as_str());
@@ -227,7 +228,7 @@ impl RawWss {
         let socket = TcpSocket::new_v4().expect("a TCP socket");
         socket.bind(SocketAddr::new(from, 0)).expect("bind the local address");
         let tcp = socket.connect(server.https).await.expect("TCP connect");
-        let connector = Connector::Rustls(Arc::new(tls(server, b"http/1.1")));
+        let connector = Connector::Rustls(Arc::new(client_tls(server, b"http/1.1")));
         // The same caps as the native client: the server's must be the ones that act.
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(4 * codec::HARD_MAX_FRAME))

@@ -867,17 +867,7 @@ async fn slowloris_connections_are_cut_off_after_the_handshake_timeout() {
 
 /// A TLS connection to the HTTPS listener, handshake done.
 async fn tls_to(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let verifier = wtransport::tls::client::ServerHashVerification::new(
-        server.hashes.iter().map(|h| wtransport::tls::Sha256Digest::new(*h)),
-    );
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = e2e::raw::client_tls(server, b"http/1.1");
     let tcp = tokio::net::TcpStream::connect(server.https).await.expect("TCP connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
