@@ -4,6 +4,8 @@
 //!
 //! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -251,17 +253,7 @@ impl Server {
 
     /// Sends a raw HTTP/1.1 request over TLS and reads the whole response.
     pub async fn request(&self, raw: &str) -> Response {
-        let verifier = wtransport::tls::client::ServerHashVerification::new(
-            self.hashes.iter().map(|h| wtransport::tls::Sha256Digest::new(*h)),
-        );
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("TLS 1.3")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = raw::client_tls(self, b"http/1.1");
         let tcp = tokio::net::TcpStream::connect(self.https).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))

@@ -69,26 +69,33 @@ async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
     let (session, mut queue) = hub.open_shared(admitted);
     let outbox = session.outbox().clone();
     let span = session.span().clone();
-    let (mut sink, stream) = socket.split();
-    async {
+    let (mut sink, mut stream) = socket.split();
+    let said_goodbye = async {
         // The session's end is watched here, not between writes: a writer stuck
         // on a client that stopped reading must not keep the session alive.
         // (Cancelling a WebSocket send is safe: a message is either wholly in
         // the socket's buffer or not at all.)
         let goodbye = tokio::select! {
             () = write(&mut sink, &mut queue, &outbox) => None,
-            () = read(stream, &session) => None,
+            () = read(&mut stream, &session) => None,
             goodbye = session.closed() => Some(goodbye),
         };
-        if let Some(goodbye) = goodbye {
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye)).await;
-        }
+        let Some(goodbye) = goodbye else { return false };
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye)).await;
+        true
     }
     .instrument(span)
     .await;
+    // The session is over: its connection slot is free before the client is waited for.
+    drop(session);
+    if said_goodbye {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut stream)).await;
+    }
 }
 
-async fn read(mut stream: futures_util::stream::SplitStream<WebSocket>, session: &Session) {
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+async fn read(stream: &mut Stream, session: &Session) {
     while let Some(msg) = stream.next().await {
         let msg = match msg {
             Ok(msg) => msg,
@@ -100,6 +107,19 @@ async fn read(mut stream: futures_util::stream::SplitStream<WebSocket>, session:
             Message::Close(_) => break,
             // Pings are answered by the WebSocket layer; they still show the client is there.
             Message::Ping(_) | Message::Pong(_) => session.on_keepalive(),
+        }
+    }
+}
+
+/// Reads and drops what the client still sends until it answers the close
+/// frame. A socket closed with unread bytes is reset, and a reset makes the
+/// client's TCP stack discard what it had not read yet: the goodbye, the close
+/// frame, and whatever came before them (a flooding client always has bytes
+/// in flight).
+async fn linger(stream: &mut Stream) {
+    while let Some(Ok(msg)) = stream.next().await {
+        if let Message::Close(_) = msg {
+            break;
         }
     }
 }
