@@ -97,9 +97,7 @@ async fn a_wildcard_allow_list_or_development_mode_admits_any_origin() {
 
 /// The demo page is served by the HTTPS listener, so its origin carries the
 /// HTTPS port; its WebTransport CONNECT goes to the WebTransport port. The
-/// server compares the page's origin with the CONNECT's own authority only,
-/// so its own page is refused over WebTransport whenever the two ports differ
-/// (as they do by default: 8443 and 4433).
+/// own-host rule ignores ports, so the server's own page may use both.
 #[tokio::test]
 async fn the_servers_own_page_may_open_a_webtransport_session() {
     let server = Server::start(BIN, &[]);
