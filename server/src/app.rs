@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use wtransport::config::Ipv6DualStackConfig;
 
 use crate::accounts::Accounts;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::session::Hub;
@@ -62,6 +63,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
              (accounts are optional; tokens from your own issuer work without them)"
         );
     }
+    let cluster = match &config.redis {
+        Some(url) => Some(Cluster::start(&url.0).context("setting up cluster mode")?),
+        None => None,
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let hub = Hub::new(&config, auth, shutdown_rx.clone());
 
@@ -90,6 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         certs: certs.clone(),
         webtransport_port: wt_addr.port(),
         accounts,
+        cluster,
     });
     // Both listeners keep running until the process exits: during a shutdown
     // admission refuses new sessions, and /ready answers 503.

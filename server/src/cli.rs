@@ -118,6 +118,10 @@ fn print_config(config: &Config) -> anyhow::Result<()> {
     if shown.jwt_secret.is_some() {
         shown.jwt_secret = Some(crate::config::Secret("<redacted>".into()));
     }
+    if shown.redis.is_some() {
+        // The URL may carry a password.
+        shown.redis = Some(crate::config::Secret("<redacted>".into()));
+    }
     print!("{}", toml::to_string(&shown)?);
     Ok(())
 }

@@ -220,6 +220,8 @@ options! {
         jwt_issuer: String, "SIGNAL_JWT_ISSUER";
         /// Required `aud` claim.
         jwt_audience: String, "SIGNAL_JWT_AUDIENCE";
+        /// Redis URL (redis://[user:password@]host:port[/db]) that turns cluster mode on.
+        redis: Secret, "SIGNAL_REDIS";
     }
 }
 
@@ -477,6 +479,7 @@ mod tests {
             "jwt_algorithm",
             "jwt_issuer",
             "jwt_audience",
+            "redis",
         ];
         for key in table.keys().map(String::as_str).chain(unset) {
             let flag = key.replace('_', "-");

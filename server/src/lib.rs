@@ -4,6 +4,7 @@
 //! - [`transport`]: WebTransport and WebSocket, moving frames and nothing else;
 //! - [`session`]: every policy (admission, auth, budgets, limits) in one place;
 //! - [`room`]: membership and relay;
+//! - [`cluster`]: cluster mode, nodes joined through Redis;
 //! - [`http`]: the HTTPS API and the WSS endpoint;
 //! - [`tls`]: certificates, self-signed and rotated for development;
 //! - [`config`]: the one typed configuration;
@@ -12,6 +13,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod room;

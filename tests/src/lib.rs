@@ -5,6 +5,7 @@
 //! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
 pub mod raw;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::PathBuf;

@@ -111,6 +111,7 @@ async fn stats(
             "largest": census.largest.iter().map(|(room, members)| json!({"room": room, "members": members})).collect::<Vec<_>>(),
         },
         "switches": hub.switches.state(),
+        "cluster": app.cluster.as_ref().map(|c| json!({"node": c.node_id(), "redis": c.health()})),
     }))
     .into_response()
 }

@@ -4,7 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /health` | liveness: 200 while the process runs |
-//! | `GET /ready` | readiness: 200 `{"status":"ready"}`, 503 while shutting down |
+//! | `GET /ready` | readiness: 200 `{"status":"ready"}` (`"degraded"` in cluster mode while Redis is down), 503 while shutting down or switched off |
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
 //! | `/admin/*` | the operators' view ([`admin`]) |
@@ -31,6 +31,7 @@ use serde_json::json;
 pub use serve::serve;
 
 use crate::accounts::Accounts;
+use crate::cluster::{Cluster, Health};
 use crate::session::{Hub, Refusal};
 use crate::tls::{CertStore, hex};
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub certs: Arc<CertStore>,
     pub webtransport_port: u16,
     pub accounts: Arc<Accounts>,
+    /// This node's place in the cluster, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -115,6 +118,16 @@ async fn ready(State(state): State<AppState>) -> Response {
             .into_response()
     } else if !state.hub.switches.state().service {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "disabled" }))).into_response()
+    } else if let Some(cluster) = state.cluster.as_ref().filter(|c| c.health() == Health::Down) {
+        // Still serving (local sessions and rooms): a load balancer should keep
+        // sending clients, so 200; the status says what is missing.
+        Json(json!({
+            "status": "degraded",
+            "redis": Health::Down,
+            "node": cluster.node_id(),
+            "sessions": state.hub.admission.open(),
+        }))
+        .into_response()
     } else {
         Json(json!({ "status": "ready", "sessions": state.hub.admission.open() })).into_response()
     }
