@@ -114,6 +114,8 @@ error_codes! {
     OriginNotAllowed = 44, "origin_not_allowed", 403;
     /// The operator has switched this transport, or the whole service, off.
     ServiceDisabled = 45, "service_disabled", 503;
+    /// Cluster mode: the operation needs Redis, which is unavailable; nothing was done.
+    ClusterUnavailable = 46, "cluster_unavailable", 503;
     /// Nothing arrived from the client within the idle timeout.
     IdleTimeout = 50, "idle_timeout", 408;
     /// The client did not read what the server sent fast enough.

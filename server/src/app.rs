@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use wtransport::config::Ipv6DualStackConfig;
 
 use crate::accounts::Accounts;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::session::Hub;
@@ -64,11 +64,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let cluster = match &config.redis {
-        Some(url) => Some(Cluster::start(&url.0).context("setting up cluster mode")?),
+        Some(url) => {
+            let settings = ClusterSettings {
+                refresh: Duration::from_millis(config.cluster_refresh_ms),
+                max_room_members: config.max_room_members,
+            };
+            Some(Cluster::start(&url.0, settings).context("setting up cluster mode")?)
+        }
         None => None,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let hub = Hub::new(&config, auth, shutdown_rx.clone());
+    let hub = Hub::new(&config, auth, cluster.clone(), shutdown_rx.clone());
+    if let Some(cluster) = &cluster {
+        cluster.run(hub.clone());
+    }
 
     let wt_config = wtransport::ServerConfig::builder();
     let wt_config = match SocketAddr::new(config.bind, config.webtransport_port) {

@@ -202,6 +202,10 @@ options! {
         access_token_ttl_secs: u64 = 900, "SIGNAL_ACCESS_TOKEN_TTL_SECS";
         /// Lifetime of a refresh token (and of its family), in seconds.
         refresh_token_ttl_secs: u64 = 2_592_000, "SIGNAL_REFRESH_TOKEN_TTL_SECS";
+        /// Cluster mode: how often a node renews its room memberships in Redis (ms).
+        /// A membership lapses after twice this; a dead node's peers leave their
+        /// rooms for everyone within four times this.
+        cluster_refresh_ms: u64 = 5_000, "SIGNAL_CLUSTER_REFRESH_MS";
     }
     optional {
         /// PEM certificate chain for both listeners (with tls_key); self-signed when unset.
@@ -312,6 +316,7 @@ impl Config {
             ("auth_timeout_ms", self.auth_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("shutdown_grace_ms", self.shutdown_grace_ms.max(1)),
+            ("cluster_refresh_ms", self.cluster_refresh_ms),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, ms)| *ms == 0 || *ms > DAY_MS) {
             return Err(ConfigError::Invalid(format!(

@@ -41,9 +41,19 @@ pub struct Server {
 impl Server {
     /// Starts the server with test defaults and these extra flags.
     pub fn start(bin: &str, flags: &[(&str, &str)]) -> Server {
+        Self::start_with_secret(bin, &format!("test-secret-{:016x}", rand_u64()), flags)
+    }
+
+    /// Starts another node of `peer`'s cluster: same JWT secret, so a token is
+    /// good on either (pass `--redis` in `flags`).
+    pub fn start_node_like(bin: &str, peer: &Server, flags: &[(&str, &str)]) -> Server {
+        Self::start_with_secret(bin, &peer.secret, flags)
+    }
+
+    fn start_with_secret(bin: &str, secret: &str, flags: &[(&str, &str)]) -> Server {
         let dir = std::env::temp_dir().join(format!("signal-e2e-{}-{:016x}", std::process::id(), rand_u64()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let secret = format!("test-secret-{:016x}", rand_u64());
+        let secret = secret.to_owned();
         let mut args: Vec<String> = ["--bind", "127.0.0.1", "--jwt-secret", &secret, "--log-format", "json"]
             .iter()
             .map(|a| a.to_string())
@@ -163,6 +173,13 @@ impl Server {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS")
+    }
+
+    /// Kills the server with SIGKILL: no goodbye to anyone, nothing cleaned up.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().expect("child lock");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.

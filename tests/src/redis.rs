@@ -13,18 +13,25 @@ const BINARY: &str = "redis-server";
 
 pub struct Redis {
     pub addr: SocketAddr,
+    extra: Vec<String>,
     child: Mutex<Option<Child>>,
 }
 
 impl Redis {
     /// Starts a fresh `redis-server` and waits until it answers.
     pub fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with these extra `redis-server` arguments (`--requirepass x`).
+    pub fn start_with(extra: &[&str]) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let redis = Redis {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: Mutex::new(None),
         };
         redis.spawn();
@@ -64,6 +71,7 @@ impl Redis {
                 "no",
             ])
             .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -82,14 +90,16 @@ impl Redis {
         }
     }
 
-    /// Whether Redis answers PING.
+    /// Whether Redis answers PING (with PONG, or asking for a password).
     pub fn answers(&self) -> bool {
         let Ok(mut tcp) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) else {
             return false;
         };
         let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 7];
-        tcp.write_all(b"PING\r\n").is_ok() && tcp.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 }
 

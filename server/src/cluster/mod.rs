@@ -6,14 +6,31 @@
 //! keeps serving what it can alone and reports itself `degraded` on `/ready`
 //! and in `/admin/stats`, and comes back by itself when Redis does.
 //!
-//! Cross-node rooms, relay and the cluster-wide caps build on this connection
-//! (issue 5); a single node without `--redis` never touches this module.
+//! Rooms span nodes: membership lives in Redis ([`members`]), with an exact
+//! member cap and a TTL that each node renews; what one node's peer sends to
+//! another node's peer goes through Redis pub/sub ([`relay`], [`event`]), one
+//! subscription per node. A single node without `--redis` never touches this
+//! module.
+
+pub mod event;
+pub mod members;
+pub mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::{Member, PeerId, RoomId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use self::event::Event;
+use self::members::JoinRefused;
+use self::relay::{Ack, Outbound};
+use crate::room::Remote;
+use crate::session::Hub;
+
+/// Items that may wait for the relay's publisher.
+const RELAY_QUEUE: usize = 65_536;
 
 /// How often the node checks that Redis answers.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,30 +45,72 @@ pub enum Health {
     Down,
 }
 
+/// How the cluster runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterSettings {
+    /// How often a node renews its memberships.
+    pub refresh: Duration,
+    /// The room member cap, exact across the cluster.
+    pub max_room_members: u32,
+}
+
+impl ClusterSettings {
+    /// How long a membership lives without renewal: twice the refresh interval,
+    /// so one late renewal is not a departure.
+    pub fn member_ttl(&self) -> Duration {
+        self.refresh * 2
+    }
+}
+
 /// This node's place in the cluster.
 pub struct Cluster {
     node_id: String,
+    client: redis::Client,
     conn: ConnectionManager,
     health: watch::Receiver<Health>,
+    settings: ClusterSettings,
+    relay: mpsc::Sender<Outbound>,
+}
+
+/// Why a cluster operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the room is full")]
+    RoomFull,
+    #[error("the cluster (Redis) is unavailable")]
+    Unavailable,
 }
 
 impl Cluster {
     /// Sets up the connection to `url` without waiting for Redis: a node starts
     /// (degraded) even while Redis is down, and connects when it is back.
-    pub fn start(url: &str) -> anyhow::Result<Arc<Self>> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid redis URL: {e}"))?;
+    pub fn start(url: &str, settings: ClusterSettings) -> anyhow::Result<Arc<Self>> {
+        // The node's subscription needs RESP3 push messages.
+        let url = if url.contains("protocol=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let client = redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("invalid redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let (report, health) = watch::channel(Health::Down);
+        let (relay, queue) = mpsc::channel(RELAY_QUEUE);
         let cluster = Arc::new(Self {
             node_id: format!("{:016x}", rand::random::<u64>()),
+            client,
             conn,
             health,
+            settings,
+            relay,
         });
         tokio::spawn(probe(cluster.conn.clone(), report));
+        tokio::spawn(relay::publish(cluster.conn.clone(), queue));
         tracing::info!(node = %cluster.node_id, "cluster mode: connecting to Redis");
         Ok(cluster)
     }
@@ -65,9 +124,101 @@ impl Cluster {
         *self.health.borrow()
     }
 
-    /// The connection manager, for the cluster's commands (clone it; clones share the connection).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// Starts relaying for `hub`: the node's subscription and the membership refresh.
+    pub fn run(&self, hub: Arc<Hub>) {
+        tokio::spawn(relay::subscribe(self.client.clone(), self.node_id.clone(), hub.clone()));
+        tokio::spawn(relay::refresh(
+            self.conn.clone(),
+            self.node_id.clone(),
+            hub,
+            self.settings.refresh,
+            self.settings.member_ttl(),
+        ));
+    }
+
+    /// Seats `member` in `room` across the cluster, within the member cap;
+    /// returns the members on other nodes.
+    pub async fn join(&self, room: &RoomId, member: &Member) -> Result<Vec<Remote>, ClusterError> {
+        if self.health() == Health::Down {
+            return Err(ClusterError::Unavailable);
+        }
+        let ttl_ms = u64::try_from(self.settings.member_ttl().as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn.clone();
+        let joined = members::join(
+            &mut conn,
+            room,
+            member.peer_id,
+            &member.user_id,
+            &self.node_id,
+            ttl_ms,
+            self.settings.max_room_members,
+        )
+        .await;
+        joined.map_err(|e| match e {
+            JoinRefused::Full => ClusterError::RoomFull,
+            JoinRefused::Redis(e) => {
+                tracing::warn!(error = %e, "cluster join failed");
+                ClusterError::Unavailable
+            }
+        })
+    }
+
+    /// Tells `nodes` that `member` joined `room` here.
+    pub fn joined(&self, room: &RoomId, member: Member, nodes: Vec<Arc<str>>) {
+        let event = Event::Joined {
+            room: room.to_string(),
+            member,
+            node: self.node_id.clone(),
+        };
+        self.enqueue(Outbound {
+            event,
+            nodes,
+            leave: None,
+            ack: None,
+        });
+    }
+
+    /// Takes `peer` out of `room` in Redis and tells `nodes`.
+    pub fn left(&self, room: &RoomId, peer: PeerId, nodes: Vec<Arc<str>>) {
+        let event = Event::Left {
+            room: room.to_string(),
+            peer,
+        };
+        self.enqueue(Outbound {
+            event,
+            nodes,
+            leave: Some((room.clone(), peer)),
+            ack: None,
+        });
+    }
+
+    /// Carries a message to the members of `room` on `nodes` (`to` one peer, or
+    /// all but `from`); `ack` is answered once Redis has it.
+    pub fn relay(&self, event: Event, nodes: Vec<Arc<str>>, ack: Option<Ack>) {
+        self.enqueue(Outbound {
+            event,
+            nodes,
+            leave: None,
+            ack,
+        });
+    }
+
+    fn enqueue(&self, item: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) =
+            self.relay.try_send(item)
+        {
+            tracing::warn!("the relay queue is full; an event for other nodes was dropped");
+            if let Some(ack) = item.ack {
+                ack.outbox.deliver(
+                    ack.channel,
+                    Arc::new(proto::ServerMessage::Error {
+                        id: Some(ack.id),
+                        code: proto::ErrorCode::ClusterUnavailable,
+                        message: "the cluster's relay is overloaded; not delivered".into(),
+                    }),
+                );
+            }
+        }
     }
 }
 

@@ -8,4 +8,4 @@
 
 mod registry;
 
-pub use registry::{Census, JoinError, Rooms, Seat, UnknownPeer};
+pub use registry::{Census, Delivery, JoinError, Remote, Rooms, Seat, UnknownPeer};

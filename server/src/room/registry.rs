@@ -1,4 +1,9 @@
 //! The room registry, sharded so that busy rooms do not contend on one lock.
+//!
+//! A room holds the seats of this node's sessions and, in cluster mode, the
+//! members that sit on other nodes ([`Remote`]): those are listed to newcomers
+//! and addressed through the cluster relay, which [`Rooms::send_to`] and
+//! [`Rooms::broadcast`] name by returning the nodes concerned.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -34,9 +39,58 @@ impl Seat {
     }
 }
 
+/// A member of a room whose session is on another node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub member: Member,
+    /// The node that holds its session.
+    pub node: Arc<str>,
+}
+
 #[derive(Default)]
 struct Room {
     seats: Vec<Seat>,
+    remote: Vec<Remote>,
+    /// Other nodes' members the cluster's list lacked at the last
+    /// reconciliation: gone if it lacks them again (a node that lost Redis's
+    /// data gets one refresh interval to register its members again).
+    missing: Vec<PeerId>,
+}
+
+impl Room {
+    fn len(&self) -> usize {
+        self.seats.len() + self.remote.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.seats.is_empty() && self.remote.is_empty()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.seats
+            .iter()
+            .map(Seat::member)
+            .chain(self.remote.iter().map(|r| r.member.clone()))
+            .collect()
+    }
+
+    /// The other nodes with members here, each once.
+    fn nodes(&self) -> Vec<Arc<str>> {
+        let mut nodes: Vec<Arc<str>> = Vec::new();
+        for remote in &self.remote {
+            if !nodes.contains(&remote.node) {
+                nodes.push(remote.node.clone());
+            }
+        }
+        nodes
+    }
+
+    fn tell_seats(&self, msg: ServerMessage) {
+        let msg = Arc::new(msg);
+        for seat in &self.seats {
+            seat.deliver(msg.clone());
+        }
+    }
 }
 
 /// Why a join failed.
@@ -48,6 +102,18 @@ pub enum JoinError {
 /// The addressed peer is not in the room.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UnknownPeer;
+
+/// A seat's peer id and user id.
+pub type SeatIds = (PeerId, Arc<str>);
+
+/// Where a message for one peer went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for a session of this node.
+    Local,
+    /// The peer sits on this other node: the relay must carry it there.
+    Remote(Arc<str>),
+}
 
 pub struct Rooms {
     shards: Box<[Mutex<HashMap<RoomId, Room>>]>,
@@ -73,77 +139,205 @@ impl Rooms {
     /// the members already there, and tells them. Both happen under the room's
     /// lock, so nothing from the room can reach the newcomer before its `joined`.
     pub fn join(&self, room: &RoomId, seat: Seat, id: Option<RequestId>) -> Result<(), JoinError> {
+        self.join_with(room, seat, id, Vec::new(), true).map(|_| ())
+    }
+
+    /// [`Rooms::join`] in cluster mode: `remote` are the members on other nodes
+    /// (from the cluster's own, exact, admission), merged with those already
+    /// known; `check_cap` is false when the cluster has already counted the
+    /// seat. Returns the other nodes with members here, to be told.
+    pub fn join_with(
+        &self,
+        room: &RoomId,
+        seat: Seat,
+        id: Option<RequestId>,
+        remote: Vec<Remote>,
+        check_cap: bool,
+    ) -> Result<Vec<Arc<str>>, JoinError> {
         let mut shard = self.shard(room);
         let entry = shard.entry(room.clone()).or_default();
-        if entry.seats.len() >= self.max_members {
-            if entry.seats.is_empty() {
+        for member in remote {
+            if !entry.remote.iter().any(|r| r.member.peer_id == member.member.peer_id) {
+                entry.remote.push(member);
+            }
+        }
+        if check_cap && entry.len() >= self.max_members {
+            if entry.is_empty() {
                 shard.remove(room);
             }
             return Err(JoinError::Full);
         }
-        let members = entry.seats.iter().map(Seat::member).collect();
         seat.deliver(Arc::new(ServerMessage::Joined {
             id,
             room: room.to_string(),
-            members,
+            members: entry.members(),
         }));
-        let joined = Arc::new(ServerMessage::PeerJoined { peer: seat.member() });
-        for other in &entry.seats {
-            other.deliver(joined.clone());
-        }
+        entry.tell_seats(ServerMessage::PeerJoined { peer: seat.member() });
         entry.seats.push(seat);
-        Ok(())
+        Ok(entry.nodes())
     }
 
-    /// Removes `peer` from `room` and tells the others. Returns whether it was there.
-    pub fn leave(&self, room: &RoomId, peer: PeerId) -> bool {
+    /// Removes `peer` from `room` and tells the others. Returns the other
+    /// nodes with members here (to be told) if it was there.
+    pub fn leave(&self, room: &RoomId, peer: PeerId) -> Option<Vec<Arc<str>>> {
         let mut shard = self.shard(room);
-        let Some(entry) = shard.get_mut(room) else {
-            return false;
-        };
-        let Some(index) = entry.seats.iter().position(|s| s.peer_id == peer) else {
-            return false;
-        };
+        let entry = shard.get_mut(room)?;
+        let index = entry.seats.iter().position(|s| s.peer_id == peer)?;
         entry.seats.swap_remove(index);
+        let nodes = entry.nodes();
         if entry.seats.is_empty() {
+            // Nobody here to tell; the other nodes' members are of no use without a seat.
             shard.remove(room);
         } else {
-            let left = Arc::new(ServerMessage::PeerLeft { peer_id: peer });
-            for other in &entry.seats {
-                other.deliver(left.clone());
-            }
+            entry.tell_seats(ServerMessage::PeerLeft { peer_id: peer });
         }
-        true
+        Some(nodes)
     }
 
-    /// Delivers `msg` to `to` in `room`.
-    pub fn send_to(&self, room: &RoomId, to: PeerId, msg: ServerMessage) -> Result<(), UnknownPeer> {
+    /// Delivers `msg` to `to` in `room`, or says which node holds `to`.
+    pub fn send_to(&self, room: &RoomId, to: PeerId, msg: ServerMessage) -> Result<Delivery, UnknownPeer> {
         let shard = self.shard(room);
-        let seat = shard
-            .get(room)
-            .and_then(|r| r.seats.iter().find(|s| s.peer_id == to))
-            .ok_or(UnknownPeer)?;
-        // A peer whose session is ending is as good as gone.
-        if seat.deliver(Arc::new(msg)) {
-            Ok(())
-        } else {
-            Err(UnknownPeer)
+        let entry = shard.get(room).ok_or(UnknownPeer)?;
+        if let Some(seat) = entry.seats.iter().find(|s| s.peer_id == to) {
+            // A peer whose session is ending is as good as gone.
+            return if seat.deliver(Arc::new(msg)) {
+                Ok(Delivery::Local)
+            } else {
+                Err(UnknownPeer)
+            };
         }
+        entry
+            .remote
+            .iter()
+            .find(|r| r.member.peer_id == to)
+            .map(|r| Delivery::Remote(r.node.clone()))
+            .ok_or(UnknownPeer)
     }
 
-    /// Delivers `msg` to everyone in `room` but `from`; returns how many got it.
-    pub fn broadcast(&self, room: &RoomId, from: PeerId, msg: ServerMessage) -> usize {
+    /// Delivers `msg` to every seat of `room` but `from`'s; returns the other
+    /// nodes with members here, for the relay.
+    pub fn broadcast(&self, room: &RoomId, from: PeerId, msg: ServerMessage) -> Vec<Arc<str>> {
         let shard = self.shard(room);
         let Some(entry) = shard.get(room) else {
-            return 0;
+            return Vec::new();
         };
         let msg = Arc::new(msg);
-        let mut sent = 0;
         for seat in entry.seats.iter().filter(|s| s.peer_id != from) {
             seat.deliver(msg.clone());
-            sent += 1;
         }
-        sent
+        entry.nodes()
+    }
+
+    /// A member joined `room` on another node: seats here are told. Recorded
+    /// even before a local seat exists (the relay may be faster than the
+    /// local join that asked for the room).
+    pub fn remote_joined(&self, room: &RoomId, remote: Remote) {
+        let mut shard = self.shard(room);
+        let entry = shard.entry(room.clone()).or_default();
+        if entry.remote.iter().any(|r| r.member.peer_id == remote.member.peer_id)
+            || entry.seats.iter().any(|s| s.peer_id == remote.member.peer_id)
+        {
+            return;
+        }
+        entry.tell_seats(ServerMessage::PeerJoined {
+            peer: remote.member.clone(),
+        });
+        entry.remote.push(remote);
+    }
+
+    /// A member of another node left `room`: seats here are told.
+    pub fn remote_left(&self, room: &RoomId, peer: PeerId) {
+        let mut shard = self.shard(room);
+        let Some(entry) = shard.get_mut(room) else {
+            return;
+        };
+        let Some(index) = entry.remote.iter().position(|r| r.member.peer_id == peer) else {
+            return;
+        };
+        entry.remote.swap_remove(index);
+        entry.tell_seats(ServerMessage::PeerLeft { peer_id: peer });
+        if entry.is_empty() {
+            shard.remove(room);
+        }
+    }
+
+    /// Delivers a message relayed from another node: to `to`, or to every seat
+    /// but `from`'s.
+    pub fn deliver_relayed(&self, room: &RoomId, to: Option<PeerId>, from: PeerId, msg: ServerMessage) {
+        let shard = self.shard(room);
+        let Some(entry) = shard.get(room) else {
+            return;
+        };
+        let msg = Arc::new(msg);
+        for seat in entry.seats.iter() {
+            if to.map_or(seat.peer_id != from, |to| seat.peer_id == to) {
+                seat.deliver(msg.clone());
+            }
+        }
+    }
+
+    /// Every room with seats here, with the peer and user ids of its seats.
+    pub fn local_rooms(&self) -> Vec<(RoomId, Vec<SeatIds>)> {
+        let mut rooms = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().expect("room shard lock");
+            for (id, room) in shard.iter() {
+                if !room.seats.is_empty() {
+                    let seats = room.seats.iter().map(|s| (s.peer_id, s.user_id.clone())).collect();
+                    rooms.push((id.clone(), seats));
+                }
+            }
+        }
+        rooms
+    }
+
+    /// Brings the other nodes' members of `room` in line with `members` (the
+    /// cluster's list, without this node's): the new join, and the seats here
+    /// are told; a member absent from two lists in a row leaves. Rooms without
+    /// seats are dropped.
+    pub fn reconcile(&self, room: &RoomId, members: Vec<Remote>) {
+        let mut shard = self.shard(room);
+        let Some(entry) = shard.get_mut(room) else {
+            return;
+        };
+        if entry.seats.is_empty() {
+            shard.remove(room);
+            return;
+        }
+        let absent: Vec<PeerId> = entry
+            .remote
+            .iter()
+            .filter(|r| !members.iter().any(|m| m.member.peer_id == r.member.peer_id))
+            .map(|r| r.member.peer_id)
+            .collect();
+        let (gone, first_miss): (Vec<PeerId>, Vec<PeerId>) =
+            absent.into_iter().partition(|peer| entry.missing.contains(peer));
+        entry.missing = first_miss;
+        entry.remote.retain(|r| !gone.contains(&r.member.peer_id));
+        for peer_id in gone {
+            entry.tell_seats(ServerMessage::PeerLeft { peer_id });
+        }
+        for member in members {
+            let known = entry.remote.iter().any(|r| r.member.peer_id == member.member.peer_id)
+                || entry.seats.iter().any(|s| s.peer_id == member.member.peer_id);
+            if !known {
+                entry.tell_seats(ServerMessage::PeerJoined {
+                    peer: member.member.clone(),
+                });
+                entry.remote.push(member);
+            }
+        }
+    }
+
+    /// Forgets rooms that have no seat here (only other nodes' members, learnt
+    /// from the relay for a join that never came).
+    pub fn forget_seatless(&self) {
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .expect("room shard lock")
+                .retain(|_, room| !room.seats.is_empty());
+        }
     }
 
     /// Rooms that have at least one member.
@@ -162,8 +356,8 @@ impl Rooms {
             let shard = shard.lock().expect("room shard lock");
             census.rooms += shard.len();
             for (id, room) in shard.iter() {
-                census.members += room.seats.len();
-                census.largest.push((id.to_string(), room.seats.len()));
+                census.members += room.len();
+                census.largest.push((id.to_string(), room.len()));
             }
             census.largest.sort_by_key(|(_, members)| std::cmp::Reverse(*members));
             census.largest.truncate(n);
@@ -228,9 +422,9 @@ mod tests {
         let (bob, _b) = seat(2);
         rooms.join(&room("r"), alice, None).unwrap();
         assert_eq!(rooms.join(&room("r"), bob, None), Err(JoinError::Full));
-        assert!(rooms.leave(&room("r"), PeerId(1)));
+        assert!(rooms.leave(&room("r"), PeerId(1)).is_some());
         assert_eq!(rooms.room_count(), 0);
-        assert!(!rooms.leave(&room("r"), PeerId(1)));
+        assert!(rooms.leave(&room("r"), PeerId(1)).is_none());
     }
 
     #[test]
@@ -251,6 +445,49 @@ mod tests {
         assert!(bob_rx.try_recv().is_ok());
         assert!(alice_rx.try_recv().is_err());
         assert_eq!(rooms.send_to(&room("r"), PeerId(9), msg), Err(UnknownPeer));
+    }
+
+    fn remote(peer: u64, node: &str) -> Remote {
+        Remote {
+            member: Member {
+                peer_id: PeerId(peer),
+                user_id: format!("user{peer}"),
+            },
+            node: node.into(),
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|o| (*o.msg).clone())).collect()
+    }
+
+    #[test]
+    fn other_nodes_members_are_listed_addressed_and_leave_only_when_missing_twice() {
+        let rooms = Rooms::new(8);
+        let (a, mut a_rx) = seat(1);
+        let nodes = rooms
+            .join_with(&room("r"), a, None, vec![remote(2, "n2")], false)
+            .unwrap();
+        assert_eq!(nodes, vec![Arc::<str>::from("n2")]);
+        assert!(matches!(&drain(&mut a_rx)[..], [ServerMessage::Joined { members, .. }] if members.len() == 1));
+        let msg = ServerMessage::PeerLeft { peer_id: PeerId(0) };
+        assert_eq!(
+            rooms.send_to(&room("r"), PeerId(2), msg.clone()),
+            Ok(Delivery::Remote("n2".into()))
+        );
+        assert_eq!(rooms.send_to(&room("r"), PeerId(3), msg), Err(UnknownPeer));
+        rooms.remote_joined(&room("r"), remote(3, "n3"));
+        assert_eq!(drain(&mut a_rx).len(), 1, "peer_joined");
+        // The cluster's list lacks 2 once (Redis lost its data): nothing happens.
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        assert!(drain(&mut a_rx).is_empty());
+        // Twice: 2 has left.
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        assert_eq!(drain(&mut a_rx), vec![ServerMessage::PeerLeft { peer_id: PeerId(2) }]);
+        // Back in the list after one miss: still there, no churn.
+        rooms.reconcile(&room("r"), vec![]);
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        assert!(drain(&mut a_rx).is_empty());
     }
 
     #[test]

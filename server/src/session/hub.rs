@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use proto::{Encoding, ErrorCode, SessionLimits};
+use proto::{Encoding, ErrorCode, PeerId, RoomId, SessionLimits};
 use tokio::sync::{mpsc, watch};
 
 use super::addr::MaskedIp;
@@ -25,6 +25,7 @@ use super::counters::Counters;
 use super::outbox::{Outbox, Outgoing};
 use super::session::Session;
 use super::switches::{Switches, Transport};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::room::Rooms;
 
@@ -86,6 +87,8 @@ pub struct Hub {
     pub switches: Switches,
     pub rooms: Rooms,
     pub counters: Counters,
+    /// This node's place in the cluster, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     config: Arc<Config>,
     /// Sessions open now, by [`Transport::index`].
     open_by_transport: [AtomicU64; 2],
@@ -131,7 +134,12 @@ pub(super) struct Opening {
 }
 
 impl Hub {
-    pub fn new(config: &Config, auth: Authenticator, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        config: &Config,
+        auth: Authenticator,
+        cluster: Option<Arc<Cluster>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings: SessionSettings::from_config(config),
             auth,
@@ -140,6 +148,7 @@ impl Hub {
             switches: Switches::from_config(config),
             rooms: Rooms::new(config.max_room_members as usize),
             counters: Counters::default(),
+            cluster,
             config: Arc::new(config.clone()),
             open_by_transport: Default::default(),
             shutdown,
@@ -256,6 +265,14 @@ impl Hub {
             "authentication failed"
         );
         self.blocklist.strike(ip, Strike::AuthFailure, Instant::now());
+    }
+
+    /// Takes `peer` out of `room`, here and, in cluster mode, everywhere.
+    pub fn leave_room(&self, room: &RoomId, peer: PeerId) {
+        let nodes = self.rooms.leave(room, peer);
+        if let (Some(cluster), Some(nodes)) = (&self.cluster, nodes) {
+            cluster.left(room, peer, nodes);
+        }
     }
 
     /// Sessions open now on `transport`.

@@ -14,7 +14,10 @@ use proto::{
 
 use super::auth::Claims;
 use super::session::{Phase, Session, State};
-use crate::room::{JoinError, Seat, UnknownPeer};
+use crate::cluster::ClusterError;
+use crate::cluster::event::Event;
+use crate::cluster::relay::Ack;
+use crate::room::{Delivery, JoinError, Remote, Seat, UnknownPeer};
 
 impl Session {
     pub(super) fn dispatch(&self, state: &mut State, channel: ChannelId, msg: ClientMessage) {
@@ -71,15 +74,16 @@ impl Session {
                 if !self.check_seq(state, channel, id, seq) {
                     return;
                 }
-                self.hub.rooms.broadcast(
-                    &room,
-                    self.peer_id,
-                    ServerMessage::Broadcast {
-                        from: self.peer_id,
-                        data,
-                    },
-                );
-                self.ack(channel, id);
+                let msg = ServerMessage::Broadcast {
+                    from: self.peer_id,
+                    data,
+                };
+                let nodes = self.hub.rooms.broadcast(&room, self.peer_id, msg.clone());
+                if nodes.is_empty() {
+                    self.ack(channel, id);
+                } else {
+                    self.relay(&room, channel, id, None, msg, nodes);
+                }
             }
             (Phase::Open { .. }, ClientMessage::Ping { id, nonce }) => {
                 self.send(channel, ServerMessage::Pong { id, nonce })
@@ -216,7 +220,7 @@ impl Session {
                 "join opens a new channel; not on the control channel".into(),
             );
         }
-        if let Some(room) = state.rooms.get(&channel) {
+        if let Some(room) = state.rooms.get(&channel).or_else(|| state.pending.get(&channel)) {
             return self.error(
                 channel,
                 id,
@@ -234,11 +238,11 @@ impl Session {
                 format!("the token does not allow room {room}"),
             );
         }
-        if state.rooms.values().any(|r| *r == room) {
+        if state.rooms.values().chain(state.pending.values()).any(|r| *r == room) {
             return refuse(ErrorCode::AlreadyJoined, format!("already in room {room}"));
         }
         let max_rooms = self.hub.settings.limits.max_rooms as usize;
-        if state.rooms.len() >= max_rooms {
+        if state.rooms.len() + state.pending.len() >= max_rooms {
             return refuse(
                 ErrorCode::TooManyRooms,
                 format!("a session may be in at most {max_rooms} rooms"),
@@ -250,6 +254,25 @@ impl Session {
             channel,
             outbox: self.outbox.clone(),
         };
+        if let Some(cluster) = self.hub.cluster.clone() {
+            // The cluster admits the seat (exactly, against every node's
+            // members) before this node seats it; the answer comes later.
+            state.pending.insert(channel, room.clone());
+            let session = self.me.clone();
+            tokio::spawn(async move {
+                let member = proto::Member {
+                    peer_id: seat.peer_id,
+                    user_id: seat.user_id.to_string(),
+                };
+                let admitted = cluster.join(&room, &member).await;
+                if let Some(session) = session.upgrade() {
+                    session.finish_cluster_join(room, seat, id, admitted);
+                } else if admitted.is_ok() {
+                    cluster.left(&room, member.peer_id, Vec::new());
+                }
+            });
+            return;
+        }
         match self.hub.rooms.join(&room, seat, id) {
             Ok(()) => {
                 tracing::debug!(%room, channel, "room joined");
@@ -262,13 +285,73 @@ impl Session {
         }
     }
 
+    /// Seats a session in a room the cluster admitted it to (or refuses the
+    /// join); undoes the admission if the session left the channel meanwhile.
+    fn finish_cluster_join(
+        &self,
+        room: RoomId,
+        seat: Seat,
+        id: Option<RequestId>,
+        admitted: Result<Vec<Remote>, ClusterError>,
+    ) {
+        let _enter = self.span.enter();
+        let channel = seat.channel;
+        let mut state = self.state.lock().expect("session lock");
+        let still_wanted = state.pending.remove(&channel).is_some_and(|r| r == room) && self.outbox.goodbye().is_none();
+        let Some(cluster) = self.hub.cluster.as_ref() else {
+            return;
+        };
+        let refuse = |code, message: String| {
+            self.error(channel, id, code, message);
+            self.outbox.remove_channel(channel);
+        };
+        match admitted {
+            Ok(_) if !still_wanted => cluster.left(&room, self.peer_id, Vec::new()),
+            Ok(remote) => {
+                let member = proto::Member {
+                    peer_id: seat.peer_id,
+                    user_id: seat.user_id.to_string(),
+                };
+                match self.hub.rooms.join_with(&room, seat, id, remote, false) {
+                    Ok(nodes) => {
+                        tracing::debug!(%room, channel, "room joined (cluster)");
+                        cluster.joined(&room, member, nodes);
+                        state.rooms.insert(channel, room);
+                    }
+                    // Not checked here: the cluster counted the seat.
+                    Err(JoinError::Full) => refuse(ErrorCode::RoomFull, format!("room {room} is full")),
+                }
+            }
+            Err(_) if !still_wanted => {}
+            Err(ClusterError::RoomFull) => {
+                let max = self.hub.settings.limits.max_room_members;
+                refuse(ErrorCode::RoomFull, format!("room {room} already has {max} members"));
+            }
+            Err(ClusterError::Unavailable) => {
+                // Degraded: the room works with this node's members (and those of
+                // other nodes it already knows); the next refresh after Redis
+                // returns registers the seat in the cluster.
+                tracing::warn!(%room, "Redis is unavailable: room joined on this node only");
+                match self.hub.rooms.join_with(&room, seat, id, Vec::new(), true) {
+                    Ok(_) => {
+                        state.rooms.insert(channel, room);
+                    }
+                    Err(JoinError::Full) => {
+                        let max = self.hub.settings.limits.max_room_members;
+                        refuse(ErrorCode::RoomFull, format!("room {room} already has {max} members"));
+                    }
+                }
+            }
+        }
+    }
+
     fn leave(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>) {
         let Some(room) = self.room_of(state, channel, id) else {
             return;
         };
         state.rooms.remove(&channel);
         state.seqs.remove(&channel);
-        self.hub.rooms.leave(&room, self.peer_id);
+        self.hub.leave_room(&room, self.peer_id);
         tracing::debug!(%room, "room left");
         self.send(
             channel,
@@ -299,15 +382,13 @@ impl Session {
                 "an offer or answer needs an SDP".into(),
             );
         }
-        match self.hub.rooms.send_to(
-            room,
-            to,
-            ServerMessage::Signal {
-                from: self.peer_id,
-                signal,
-            },
-        ) {
-            Ok(()) => self.ack(channel, id),
+        let msg = ServerMessage::Signal {
+            from: self.peer_id,
+            signal,
+        };
+        match self.hub.rooms.send_to(room, to, msg.clone()) {
+            Ok(Delivery::Local) => self.ack(channel, id),
+            Ok(Delivery::Remote(node)) => self.relay(room, channel, id, Some(to), msg, vec![node]),
             Err(UnknownPeer) => self.error(
                 channel,
                 id,
@@ -315,6 +396,34 @@ impl Session {
                 format!("peer {to} is not in room {room}"),
             ),
         }
+    }
+
+    /// Hands `msg` to the cluster's relay for the members of `room` on `nodes`;
+    /// the request is acknowledged once Redis has it.
+    fn relay(
+        &self,
+        room: &RoomId,
+        channel: ChannelId,
+        id: Option<RequestId>,
+        to: Option<PeerId>,
+        msg: ServerMessage,
+        nodes: Vec<std::sync::Arc<str>>,
+    ) {
+        let Some(cluster) = &self.hub.cluster else {
+            return self.ack(channel, id);
+        };
+        let event = Event::Deliver {
+            room: room.to_string(),
+            to,
+            from: self.peer_id,
+            msg,
+        };
+        let ack = id.map(|id| Ack {
+            outbox: self.outbox.clone(),
+            channel,
+            id,
+        });
+        cluster.relay(event, nodes, ack);
     }
 
     /// The room of `channel`, or an error to the client saying there is none.

@@ -61,6 +61,9 @@ pub(super) struct State {
     pub(super) budget: Budget,
     /// The rooms joined, by the channel each uses.
     pub(super) rooms: HashMap<ChannelId, RoomId>,
+    /// Rooms being joined through the cluster, by channel: counted as joined
+    /// until the cluster answers.
+    pub(super) pending: HashMap<ChannelId, RoomId>,
     /// The last `seq` relayed on each room's channel.
     pub(super) seqs: HashMap<ChannelId, Seq>,
     pub(super) score: Score,
@@ -71,6 +74,8 @@ pub(super) struct State {
 }
 
 pub struct Session {
+    /// The session itself, for work that outlives a request (a cluster join).
+    pub(super) me: std::sync::Weak<Session>,
     pub(super) hub: Arc<Hub>,
     pub(super) id: String,
     pub(super) peer_id: PeerId,
@@ -114,12 +119,14 @@ impl Session {
             },
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
+            pending: HashMap::new(),
             seqs: HashMap::new(),
             score: Score::new(now),
             last_seen: now,
             last_budget_report: None,
         };
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             hub,
             id,
             peer_id,
@@ -209,8 +216,10 @@ impl Session {
         let _enter = self.span.enter();
         let mut state = self.state.lock().expect("session lock");
         state.seqs.remove(&channel);
+        // A cluster join still under way finds its channel gone and undoes itself.
+        state.pending.remove(&channel);
         if let Some(room) = state.rooms.remove(&channel) {
-            self.hub.rooms.leave(&room, self.peer_id);
+            self.hub.leave_room(&room, self.peer_id);
             tracing::debug!(%room, "room left (channel closed)");
         }
         self.outbox.remove_channel(channel);
@@ -423,7 +432,7 @@ impl Session {
     fn leave_all_rooms(&self) {
         let mut state = self.state.lock().expect("session lock");
         for (_, room) in state.rooms.drain() {
-            self.hub.rooms.leave(&room, self.peer_id);
+            self.hub.leave_room(&room, self.peer_id);
         }
     }
 }
@@ -433,7 +442,7 @@ impl Drop for Session {
         let _enter = self.span.enter();
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         for room in state.rooms.values() {
-            self.hub.rooms.leave(room, self.peer_id);
+            self.hub.leave_room(room, self.peer_id);
         }
         self.hub.session_closed(self.transport);
         tracing::info!("session closed");
@@ -467,7 +476,7 @@ mod tests {
             let (shutdown, rx) = watch::channel(false);
             let auth = Authenticator::from_config(&config).unwrap();
             Self {
-                hub: Hub::new(&config, auth, rx),
+                hub: Hub::new(&config, auth, None, rx),
                 _shutdown: shutdown,
             }
         }

@@ -1,0 +1,170 @@
+//! The relay between nodes: an ordered, pipelined publisher, the node's one
+//! subscription, and the refresh loop that keeps memberships alive and notices
+//! members whose node is gone.
+//!
+//! Everything a node sends to other nodes goes through one queue and one task,
+//! so messages between two peers keep their order. A relayed request is
+//! acknowledged to its sender only once Redis has taken it; if Redis does not,
+//! the sender gets `cluster_unavailable` instead, so nothing acknowledged is
+//! lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::{ChannelId, ErrorCode, PeerId, RequestId, RoomId, ServerMessage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use super::event::{Event, channel_of};
+use super::members;
+use crate::room::Remote;
+use crate::session::Hub;
+use crate::session::outbox::Outbox;
+
+/// Items the publisher takes in one pipeline at most.
+const BATCH: usize = 256;
+
+/// Who to answer once an item has reached Redis.
+pub struct Ack {
+    pub outbox: Arc<Outbox>,
+    pub channel: ChannelId,
+    pub id: RequestId,
+}
+
+/// One thing to tell Redis: events for other nodes, and for a leave, the
+/// membership to remove.
+pub struct Outbound {
+    pub event: Event,
+    pub nodes: Vec<Arc<str>>,
+    pub leave: Option<(RoomId, PeerId)>,
+    pub ack: Option<Ack>,
+}
+
+/// Sends the queue's items to Redis in order, many per round trip.
+pub async fn publish(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Outbound>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for item in &batch {
+            if let Some((room, peer)) = &item.leave {
+                members::leave(&mut pipe, room, *peer);
+            }
+            let payload = item.event.encode();
+            for node in &item.nodes {
+                pipe.cmd("PUBLISH").arg(channel_of(node)).arg(&payload).ignore();
+            }
+        }
+        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, items = batch.len(), "relay to other nodes failed");
+        }
+        for item in batch.drain(..) {
+            let Some(ack) = item.ack else { continue };
+            let reply = match &result {
+                Ok(()) => ServerMessage::Ack { id: ack.id },
+                Err(_) => ServerMessage::Error {
+                    id: Some(ack.id),
+                    code: ErrorCode::ClusterUnavailable,
+                    message: "the cluster's relay (Redis) is unavailable; not delivered".into(),
+                },
+            };
+            ack.outbox.deliver(ack.channel, Arc::new(reply));
+        }
+    }
+}
+
+/// Opens the node's subscription (renewed by the connection manager after every
+/// reconnect) and applies what arrives to the rooms of `hub`.
+pub async fn subscribe(client: redis::Client, node: String, hub: Arc<Hub>) {
+    let (push, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
+    let config = ConnectionManagerConfig::new()
+        .set_push_sender(push)
+        .set_automatic_resubscription()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(Duration::from_secs(2));
+    let mut conn = match ConnectionManager::new_lazy_with_config(client, config) {
+        Ok(conn) => conn,
+        Err(e) => return tracing::error!(error = %e, "cluster subscription could not be set up"),
+    };
+    let channel = channel_of(&node);
+    subscribe_until_done(&mut conn, &channel).await;
+    while let Some(push) = pushed.recv().await {
+        if push.kind == PushKind::Disconnection {
+            // Nothing else runs on this connection, so nothing would make the
+            // manager reconnect: subscribing again does (and the manager's own
+            // resubscription makes a double subscription impossible).
+            tracing::warn!("the relay subscription lost Redis; resubscribing");
+            subscribe_until_done(&mut conn, &channel).await;
+            continue;
+        }
+        if push.kind != PushKind::Message {
+            continue;
+        }
+        let Some(Value::BulkString(payload)) = push.data.get(1) else {
+            continue;
+        };
+        match Event::decode(payload) {
+            Some(event) => apply(&hub, event),
+            None => tracing::warn!("undecodable relay event ignored"),
+        }
+    }
+}
+
+/// Subscribes to `channel`, retrying until Redis answers.
+async fn subscribe_until_done(conn: &mut ConnectionManager, channel: &str) {
+    while let Err(e) = conn.subscribe(channel).await {
+        tracing::debug!(error = %e, "subscribing to the node's channel failed; retrying");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::info!(%channel, "subscribed to the node's relay channel");
+}
+
+fn apply(hub: &Hub, event: Event) {
+    let room_of = |name: &str| RoomId::parse(name).ok();
+    match event {
+        Event::Joined { room, member, node } => {
+            if let Some(room) = room_of(&room) {
+                hub.rooms.remote_joined(
+                    &room,
+                    Remote {
+                        member,
+                        node: node.into(),
+                    },
+                );
+            }
+        }
+        Event::Left { room, peer } => {
+            if let Some(room) = room_of(&room) {
+                hub.rooms.remote_left(&room, peer);
+            }
+        }
+        Event::Deliver { room, to, from, msg } => {
+            if let Some(room) = room_of(&room) {
+                hub.rooms.deliver_relayed(&room, to, from, msg);
+            }
+        }
+    }
+}
+
+/// Every `interval`, renews this node's memberships and brings each room's
+/// list of other nodes' members up to date: members whose node stopped
+/// renewing them lapse after `ttl`, and their rooms here see them leave.
+pub async fn refresh(mut conn: ConnectionManager, node: String, hub: Arc<Hub>, interval: Duration, ttl: Duration) {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.rooms.forget_seatless();
+        for (room, seats) in hub.rooms.local_rooms() {
+            match members::refresh(&mut conn, &room, &seats, &node, ttl_ms).await {
+                Ok(others) => hub.rooms.reconcile(&room, others),
+                Err(e) => {
+                    tracing::debug!(error = %e, "membership refresh failed");
+                    break;
+                }
+            }
+        }
+    }
+}
