@@ -356,3 +356,63 @@ async fn answer(room: &mut proto::client::Room, id: u32) -> Result<(), ErrorCode
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Per-address limits across nodes.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_per_ip_cap_holds_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[("max-connections-per-ip", "2")]);
+    both_ready(&[&a, &b]).await;
+    let first = a.connect(Via::WebSocket, "one").await;
+    let _second = b.connect(Via::WebTransport, "two").await;
+    // A third connection is refused by either node: the allowance is the cluster's.
+    let err = b.connect_err(b.options(Via::WebSocket, &b.token("three"))).await;
+    assert_eq!(err.code(), Some(ErrorCode::TooManyConnections));
+    let err = a.connect_err(a.options(Via::WebSocket, &a.token("three"))).await;
+    assert_eq!(err.code(), Some(ErrorCode::TooManyConnections));
+    // Closing one frees a place on any node.
+    first.close();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match proto::client::Client::connect(b.options(Via::WebSocket, &b.token("three"))).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::TooManyConnections), "{e:?}");
+                assert!(Instant::now() < deadline, "the closed connection was never released");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_address_blocked_on_one_node_is_blocked_on_the_others() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis, &[("auth-failures-before-block", "3"), ("block-secs", "60")]);
+    both_ready(&[&a, &b]).await;
+    // Failures on both nodes add up.
+    for node in [&a, &b, &a] {
+        let err = node.connect_err(node.options(Via::WebSocket, "forged")).await;
+        assert_eq!(err.code(), Some(ErrorCode::AuthFailed));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = b.get("/ws").await;
+        if refused.status == 429 {
+            assert_eq!(refused.json()["code"], "ip_blocked");
+            let retry: u64 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
+            assert!((50..=60).contains(&retry), "{retry}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node b never saw the block: {}",
+            refused.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -13,6 +13,7 @@
 //! module.
 
 pub mod event;
+pub mod guard;
 pub mod members;
 pub mod relay;
 
@@ -25,9 +26,10 @@ use tokio::sync::{mpsc, watch};
 
 use self::event::Event;
 use self::members::JoinRefused;
-use self::relay::{Ack, Outbound};
+use self::relay::{Ack, Op, Outbound};
 use crate::room::Remote;
 use crate::session::Hub;
+use crate::session::addr::ClientKey;
 
 /// Items that may wait for the relay's publisher.
 const RELAY_QUEUE: usize = 65_536;
@@ -110,7 +112,7 @@ impl Cluster {
             relay,
         });
         tokio::spawn(probe(cluster.conn.clone(), report));
-        tokio::spawn(relay::publish(cluster.conn.clone(), queue));
+        tokio::spawn(relay::publish(cluster.conn.clone(), cluster.node_id.clone(), queue));
         tracing::info!(node = %cluster.node_id, "cluster mode: connecting to Redis");
         Ok(cluster)
     }
@@ -171,9 +173,9 @@ impl Cluster {
             node: self.node_id.clone(),
         };
         self.enqueue(Outbound {
-            event,
+            event: Some(event),
             nodes,
-            leave: None,
+            op: None,
             ack: None,
         });
     }
@@ -185,9 +187,9 @@ impl Cluster {
             peer,
         };
         self.enqueue(Outbound {
-            event,
+            event: Some(event),
             nodes,
-            leave: Some((room.clone(), peer)),
+            op: Some(Op::Leave(room.clone(), peer)),
             ack: None,
         });
     }
@@ -196,11 +198,65 @@ impl Cluster {
     /// all but `from`); `ack` is answered once Redis has it.
     pub fn relay(&self, event: Event, nodes: Vec<Arc<str>>, ack: Option<Ack>) {
         self.enqueue(Outbound {
-            event,
+            event: Some(event),
             nodes,
-            leave: None,
+            op: None,
             ack,
         });
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.settings.member_ttl().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts a new connection from `key` against the cluster-wide per-address
+    /// cap and block. With Redis down, admits (the node's own caps still hold).
+    pub async fn admit(&self, key: ClientKey, max_per_ip: u32) -> guard::Admission {
+        if self.health() == Health::Down {
+            return guard::Admission::Admitted;
+        }
+        let mut conn = self.conn.clone();
+        match guard::admit(&mut conn, key, &self.node_id, max_per_ip, self.ttl_ms()).await {
+            Ok(admission) => admission,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster admission failed; admitted on this node's limits");
+                guard::Admission::Admitted
+            }
+        }
+    }
+
+    /// A connection admitted by [`Cluster::admit`] closed.
+    pub fn release(&self, key: ClientKey) {
+        self.enqueue(Outbound {
+            event: None,
+            nodes: Vec::new(),
+            op: Some(Op::Release(key)),
+            ack: None,
+        });
+    }
+
+    /// Counts a failed authentication from `key` across the cluster.
+    pub fn strike(&self, key: ClientKey, policy: crate::session::blocklist::BlockPolicy) {
+        let mut conn = self.conn.clone();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tokio::spawn(async move {
+            let struck = guard::strike(
+                &mut conn,
+                key,
+                ms(policy.window),
+                policy.auth_failures,
+                ms(policy.block_for),
+            );
+            if let Err(e) = struck.await {
+                tracing::debug!(error = %e, "cluster strike not recorded");
+            }
+        });
+    }
+
+    /// Lifts a block across the cluster; returns whether there was one.
+    pub async fn unblock(&self, key: ClientKey) -> bool {
+        let mut conn = self.conn.clone();
+        guard::unblock(&mut conn, key).await.unwrap_or(false)
     }
 
     fn enqueue(&self, item: Outbound) {

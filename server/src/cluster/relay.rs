@@ -17,9 +17,10 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::event::{Event, channel_of};
-use super::members;
+use super::{guard, members};
 use crate::room::Remote;
 use crate::session::Hub;
+use crate::session::addr::ClientKey;
 use crate::session::outbox::Outbox;
 
 /// Items the publisher takes in one pipeline at most.
@@ -32,27 +33,38 @@ pub struct Ack {
     pub id: RequestId,
 }
 
-/// One thing to tell Redis: events for other nodes, and for a leave, the
-/// membership to remove.
+/// Bookkeeping that goes with an item, in the same round trip.
+pub enum Op {
+    /// A membership to remove.
+    Leave(RoomId, PeerId),
+    /// A connection from this address closed on this node.
+    Release(ClientKey),
+}
+
+/// One thing to tell Redis: an event for other nodes and its bookkeeping.
 pub struct Outbound {
-    pub event: Event,
+    pub event: Option<Event>,
     pub nodes: Vec<Arc<str>>,
-    pub leave: Option<(RoomId, PeerId)>,
+    pub op: Option<Op>,
     pub ack: Option<Ack>,
 }
 
 /// Sends the queue's items to Redis in order, many per round trip.
-pub async fn publish(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Outbound>) {
+pub async fn publish(mut conn: ConnectionManager, node: String, mut queue: mpsc::Receiver<Outbound>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         for item in &batch {
-            if let Some((room, peer)) = &item.leave {
-                members::leave(&mut pipe, room, *peer);
+            match &item.op {
+                Some(Op::Leave(room, peer)) => members::leave(&mut pipe, room, *peer),
+                Some(Op::Release(key)) => guard::release(&mut pipe, *key, &node),
+                None => {}
             }
-            let payload = item.event.encode();
-            for node in &item.nodes {
-                pipe.cmd("PUBLISH").arg(channel_of(node)).arg(&payload).ignore();
+            if let Some(event) = &item.event {
+                let payload = event.encode();
+                for node in &item.nodes {
+                    pipe.cmd("PUBLISH").arg(channel_of(node)).arg(&payload).ignore();
+                }
             }
         }
         let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
@@ -156,6 +168,14 @@ pub async fn refresh(mut conn: ConnectionManager, node: String, hub: Arc<Hub>, i
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // This node's connections per address, exactly (correcting any drift).
+        let mut pipe = redis::pipe();
+        for (key, open) in hub.admission.open_by_address() {
+            guard::renew(&mut pipe, key, &node, open, ttl_ms);
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "renewing connection counts failed");
+        }
         hub.rooms.forget_seatless();
         for (room, seats) in hub.rooms.local_rooms() {
             match members::refresh(&mut conn, &room, &seats, &node, ttl_ms).await {

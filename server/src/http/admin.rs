@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, refusal_response};
 use crate::session::Refusal;
+use crate::session::addr::ClientKey;
 use crate::session::auth::Claims;
 use crate::session::switches::{SwitchChange, Transport};
 
@@ -136,7 +137,11 @@ async fn unblock(
         Ok(request) => request,
         Err(refusal) => return refusal_response(&refusal),
     };
-    let unblocked = app.hub.blocklist.unblock(request.ip, Instant::now());
+    let mut unblocked = app.hub.blocklist.unblock(request.ip, Instant::now());
+    if let Some(cluster) = &app.hub.cluster {
+        // Lifted on every node.
+        unblocked |= cluster.unblock(ClientKey::of(request.ip)).await;
+    }
     tracing::warn!(target: "security", event = "admin_unblock", admin = %claims.user_id, unblocked, "unblock requested");
     Json(json!({ "unblocked": unblocked })).into_response()
 }

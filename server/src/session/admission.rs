@@ -16,6 +16,7 @@ use proto::ErrorCode;
 
 use super::addr::{ClientKey, MaskedIp};
 use super::budget::TokenBucket;
+use crate::cluster::Cluster;
 use crate::config::Config;
 
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +153,7 @@ impl Admission {
             admission: self.clone(),
             key,
             traffic,
+            cluster: None,
         })
     }
 
@@ -186,6 +188,17 @@ impl Admission {
         talkers
     }
 
+    /// Every address with connections open, and how many.
+    pub fn open_by_address(&self) -> Vec<(ClientKey, u32)> {
+        let state = self.state.lock().expect("admission lock");
+        state
+            .per_ip
+            .iter()
+            .filter(|(_, e)| e.open > 0)
+            .map(|(k, e)| (*k, e.open))
+            .collect()
+    }
+
     /// Addresses remembered now.
     pub fn tracked_addresses(&self) -> usize {
         self.state.lock().expect("admission lock").per_ip.len()
@@ -205,9 +218,20 @@ pub struct Permit {
     admission: Arc<Admission>,
     key: ClientKey,
     traffic: Arc<Traffic>,
+    /// The cluster that also counted this connection, in cluster mode.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Permit {
+    pub fn key(&self) -> ClientKey {
+        self.key
+    }
+
+    /// The cluster counted this connection too: it is told when it closes.
+    pub fn counted_by(&mut self, cluster: Arc<Cluster>) {
+        self.cluster = Some(cluster);
+    }
+
     /// Where the session counts what it receives.
     pub fn traffic(&self) -> &Traffic {
         &self.traffic
@@ -223,6 +247,9 @@ impl std::fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.admission.release(self.key);
+        if let Some(cluster) = &self.cluster {
+            cluster.release(self.key);
+        }
     }
 }
 

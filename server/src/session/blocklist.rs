@@ -118,6 +118,10 @@ impl Blocklist {
         }
     }
 
+    pub fn policy(&self) -> BlockPolicy {
+        self.policy
+    }
+
     /// `Err` while `ip` is blocked.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Blocked> {
         let records = self.records.lock().expect("blocklist lock");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use proto::{Encoding, ErrorCode, PeerId, RoomId, SessionLimits};
 use tokio::sync::{mpsc, watch};
 
-use super::addr::MaskedIp;
+use super::addr::{ClientKey, MaskedIp};
 use super::admission::{Admission, AdmissionLimits, Permit, Refusal};
 use super::auth::{AuthError, Authenticator, Claims};
 use super::blocklist::{BlockPolicy, Blocklist, Strike};
@@ -25,7 +25,7 @@ use super::counters::Counters;
 use super::outbox::{Outbox, Outgoing};
 use super::session::Session;
 use super::switches::{Switches, Transport};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, guard};
 use crate::config::Config;
 use crate::room::Rooms;
 
@@ -158,7 +158,36 @@ impl Hub {
     /// Everything checked before a session exists, in order: the switches and
     /// the blocklist ([`Hub::early_check`]), the page's origin, admission (caps
     /// and rates), then the token of the connect URL if there is one.
-    pub fn preflight(&self, connecting: &Connecting<'_>) -> Result<Admitted, Refusal> {
+    pub async fn preflight(&self, connecting: &Connecting<'_>) -> Result<Admitted, Refusal> {
+        let mut admitted = self.preflight_here(connecting)?;
+        if let Some(cluster) = &self.cluster {
+            let ip = connecting.remote.ip();
+            let max = self.config.max_connections_per_ip;
+            match cluster.admit(admitted.permit.key(), max).await {
+                guard::Admission::Admitted => admitted.permit.counted_by(cluster.clone()),
+                guard::Admission::AtCap => {
+                    let refusal = Refusal::new(
+                        ErrorCode::TooManyConnections,
+                        format!("this address already has {max} connections open across the cluster"),
+                    );
+                    return Err(self.refused(ip, refusal));
+                }
+                guard::Admission::Blocked(ms) => {
+                    let secs = ms.div_ceil(1000);
+                    let refusal = Refusal::new(
+                        ErrorCode::IpBlocked,
+                        format!("this address is blocked for {secs} more seconds (auth_failures, cluster-wide)"),
+                    )
+                    .retry_after(secs);
+                    return Err(self.refused(ip, refusal));
+                }
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// The checks this node makes alone (all of [`Hub::preflight`] on a single node).
+    pub fn preflight_here(&self, connecting: &Connecting<'_>) -> Result<Admitted, Refusal> {
         let remote = connecting.remote;
         self.early_check(remote.ip(), connecting.transport)?;
         if let Some(origin) = connecting.origin
@@ -256,6 +285,9 @@ impl Hub {
     }
 
     fn strike_auth(&self, ip: IpAddr, code: ErrorCode, reason: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.strike(ClientKey::of(ip), self.blocklist.policy());
+        }
         tracing::warn!(
             target: "security",
             event = "auth_failed",

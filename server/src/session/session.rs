@@ -489,7 +489,7 @@ mod tests {
                 authority: None,
                 token: None,
             };
-            let admitted = self.hub.preflight(&connecting).unwrap();
+            let admitted = self.hub.preflight_here(&connecting).unwrap();
             self.hub.open_shared(admitted)
         }
 

@@ -43,7 +43,7 @@ pub async fn upgrade(
         authority: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
         token: query.token.as_deref(),
     };
-    let admitted = match app.hub.preflight(&connecting) {
+    let admitted = match app.hub.preflight(&connecting).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal_response(&refusal),
     };

@@ -74,7 +74,7 @@ async fn establish(incoming: IncomingSession, hub: &Hub) -> Option<(Connection, 
         authority: Some(request.authority()),
         token: connect.token.as_deref(),
     };
-    let admitted = match hub.preflight(&connecting) {
+    let admitted = match hub.preflight(&connecting).await {
         Ok(admitted) => admitted,
         // wtransport can answer only 403, 404 or 429.
         Err(refusal) if matches!(refusal.code.http_status(), 401 | 403) => {
