@@ -107,12 +107,12 @@ pub struct UnknownPeer;
 pub type SeatIds = (PeerId, Arc<str>);
 
 /// Where a message for one peer went.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Delivery {
     /// Queued for a session of this node.
     Local,
-    /// The peer sits on this other node: the relay must carry it there.
-    Remote(Arc<str>),
+    /// The peer sits on this other node: the relay must carry the message there.
+    Remote(Arc<str>, ServerMessage),
 }
 
 pub struct Rooms {
@@ -210,22 +210,22 @@ impl Rooms {
             .remote
             .iter()
             .find(|r| r.member.peer_id == to)
-            .map(|r| Delivery::Remote(r.node.clone()))
+            .map(|r| Delivery::Remote(r.node.clone(), msg))
             .ok_or(UnknownPeer)
     }
 
     /// Delivers `msg` to every seat of `room` but `from`'s; returns the other
-    /// nodes with members here, for the relay.
-    pub fn broadcast(&self, room: &RoomId, from: PeerId, msg: ServerMessage) -> Vec<Arc<str>> {
+    /// nodes with members here and the message, for the relay.
+    pub fn broadcast(&self, room: &RoomId, from: PeerId, msg: ServerMessage) -> (Vec<Arc<str>>, Arc<ServerMessage>) {
+        let msg = Arc::new(msg);
         let shard = self.shard(room);
         let Some(entry) = shard.get(room) else {
-            return Vec::new();
+            return (Vec::new(), msg);
         };
-        let msg = Arc::new(msg);
         for seat in entry.seats.iter().filter(|s| s.peer_id != from) {
             seat.deliver(msg.clone());
         }
-        entry.nodes()
+        (entry.nodes(), msg)
     }
 
     /// A member joined `room` on another node: seats here are told. Recorded
@@ -473,7 +473,7 @@ mod tests {
         let msg = ServerMessage::PeerLeft { peer_id: PeerId(0) };
         assert_eq!(
             rooms.send_to(&room("r"), PeerId(2), msg.clone()),
-            Ok(Delivery::Remote("n2".into()))
+            Ok(Delivery::Remote("n2".into(), msg.clone()))
         );
         assert_eq!(rooms.send_to(&room("r"), PeerId(3), msg), Err(UnknownPeer));
         rooms.remote_joined(&room("r"), remote(3, "n3"));

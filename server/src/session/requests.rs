@@ -78,10 +78,11 @@ impl Session {
                     from: self.peer_id,
                     data,
                 };
-                let nodes = self.hub.rooms.broadcast(&room, self.peer_id, msg.clone());
+                let (nodes, msg) = self.hub.rooms.broadcast(&room, self.peer_id, msg);
                 if nodes.is_empty() {
                     self.ack(channel, id);
                 } else {
+                    let msg = std::sync::Arc::unwrap_or_clone(msg);
                     self.relay(&room, channel, id, None, msg, nodes);
                 }
             }
@@ -386,9 +387,9 @@ impl Session {
             from: self.peer_id,
             signal,
         };
-        match self.hub.rooms.send_to(room, to, msg.clone()) {
+        match self.hub.rooms.send_to(room, to, msg) {
             Ok(Delivery::Local) => self.ack(channel, id),
-            Ok(Delivery::Remote(node)) => self.relay(room, channel, id, Some(to), msg, vec![node]),
+            Ok(Delivery::Remote(node, msg)) => self.relay(room, channel, id, Some(to), msg, vec![node]),
             Err(UnknownPeer) => self.error(
                 channel,
                 id,
