@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use wtransport::config::Ipv6DualStackConfig;
 
 use crate::accounts::Accounts;
+use crate::cluster::guard::Tagger;
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -68,6 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let settings = ClusterSettings {
                 refresh: Duration::from_millis(config.cluster_refresh_ms),
                 max_room_members: config.max_room_members,
+                tagger: Tagger::new(&shared_secret(&config)?),
             };
             Some(Cluster::start(&url.0, settings).context("setting up cluster mode")?)
         }
@@ -138,6 +140,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         grace: config.shutdown_grace(),
     })
+}
+
+/// Key material every node of a cluster shares and nobody else has: the JWT
+/// secret, or the JWT public key's file (public, but the same everywhere:
+/// addresses are still not readable from the keys at a glance).
+fn shared_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    match &config.jwt_public_key {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display())),
+        None => crate::session::auth::hs256_secret(config),
+    }
 }
 
 /// Development mode relaxes authentication and the origin check: say so where

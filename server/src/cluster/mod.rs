@@ -48,12 +48,14 @@ pub enum Health {
 }
 
 /// How the cluster runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ClusterSettings {
     /// How often a node renews its memberships.
     pub refresh: Duration,
     /// The room member cap, exact across the cluster.
     pub max_room_members: u32,
+    /// Salts the address tags of the per-IP keys (see [`guard::Tagger`]).
+    pub tagger: guard::Tagger,
 }
 
 impl ClusterSettings {
@@ -133,6 +135,7 @@ impl Cluster {
             self.conn.clone(),
             self.node_id.clone(),
             hub,
+            self.settings.tagger.clone(),
             self.settings.refresh,
             self.settings.member_ttl(),
         ));
@@ -216,7 +219,8 @@ impl Cluster {
             return guard::Admission::Admitted;
         }
         let mut conn = self.conn.clone();
-        match guard::admit(&mut conn, key, &self.node_id, max_per_ip, self.ttl_ms()).await {
+        let tag = self.settings.tagger.tag(key);
+        match guard::admit(&mut conn, &tag, &self.node_id, max_per_ip, self.ttl_ms()).await {
             Ok(admission) => admission,
             Err(e) => {
                 tracing::debug!(error = %e, "cluster admission failed; admitted on this node's limits");
@@ -230,7 +234,7 @@ impl Cluster {
         self.enqueue(Outbound {
             event: None,
             nodes: Vec::new(),
-            op: Some(Op::Release(key)),
+            op: Some(Op::Release(self.settings.tagger.tag(key))),
             ack: None,
         });
     }
@@ -238,11 +242,12 @@ impl Cluster {
     /// Counts a failed authentication from `key` across the cluster.
     pub fn strike(&self, key: ClientKey, policy: crate::session::blocklist::BlockPolicy) {
         let mut conn = self.conn.clone();
+        let tag = self.settings.tagger.tag(key);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         tokio::spawn(async move {
             let struck = guard::strike(
                 &mut conn,
-                key,
+                &tag,
                 ms(policy.window),
                 policy.auth_failures,
                 ms(policy.block_for),
@@ -256,7 +261,9 @@ impl Cluster {
     /// Lifts a block across the cluster; returns whether there was one.
     pub async fn unblock(&self, key: ClientKey) -> bool {
         let mut conn = self.conn.clone();
-        guard::unblock(&mut conn, key).await.unwrap_or(false)
+        guard::unblock(&mut conn, &self.settings.tagger.tag(key))
+            .await
+            .unwrap_or(false)
     }
 
     fn enqueue(&self, item: Outbound) {

@@ -9,7 +9,7 @@
 //! lost.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proto::{ChannelId, ErrorCode, PeerId, RequestId, RoomId, ServerMessage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,11 +17,19 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::event::{Event, channel_of};
+use super::guard::{AddressTag, Tagger};
 use super::{guard, members};
 use crate::room::Remote;
 use crate::session::Hub;
-use crate::session::addr::ClientKey;
 use crate::session::outbox::Outbox;
+
+/// Marks one life of Redis's data set: a node that finds another value there
+/// knows Redis restarted empty.
+const EPOCH_KEY: &str = "sig:epoch";
+
+/// How long a node may take to reconnect to Redis (the connection manager's
+/// longest backoff, and a little).
+const RECONNECT_SLACK: Duration = Duration::from_millis(2500);
 
 /// Items the publisher takes in one pipeline at most.
 const BATCH: usize = 256;
@@ -38,7 +46,7 @@ pub enum Op {
     /// A membership to remove.
     Leave(RoomId, PeerId),
     /// A connection from this address closed on this node.
-    Release(ClientKey),
+    Release(AddressTag),
 }
 
 /// One thing to tell Redis: an event for other nodes and its bookkeeping.
@@ -49,37 +57,55 @@ pub struct Outbound {
     pub ack: Option<Ack>,
 }
 
-/// Sends the queue's items to Redis in order, many per round trip.
+/// Sends the queue's items to Redis in order, many per round trip. An item
+/// to be acknowledged is acknowledged only if Redis took it and every node it
+/// was for had its subscription up (a PUBLISH that reached nobody is not a
+/// delivery); otherwise its sender gets `cluster_unavailable`.
 pub async fn publish(mut conn: ConnectionManager, node: String, mut queue: mpsc::Receiver<Outbound>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
+        // How many receiver counts each item's PUBLISHes return (acknowledged items only).
+        let mut counted = Vec::with_capacity(batch.len());
         for item in &batch {
             match &item.op {
                 Some(Op::Leave(room, peer)) => members::leave(&mut pipe, room, *peer),
-                Some(Op::Release(key)) => guard::release(&mut pipe, *key, &node),
+                Some(Op::Release(tag)) => guard::release(&mut pipe, tag, &node),
                 None => {}
             }
+            let mut publishes = 0;
             if let Some(event) = &item.event {
                 let payload = event.encode();
                 for node in &item.nodes {
-                    pipe.cmd("PUBLISH").arg(channel_of(node)).arg(&payload).ignore();
+                    pipe.cmd("PUBLISH").arg(channel_of(node)).arg(&payload);
+                    if item.ack.is_some() {
+                        publishes += 1;
+                    } else {
+                        pipe.ignore();
+                    }
                 }
             }
+            counted.push(publishes);
         }
-        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        let result: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e, items = batch.len(), "relay to other nodes failed");
         }
-        for item in batch.drain(..) {
+        let mut receivers = result.as_ref().map(|r| r.iter()).ok();
+        for (item, publishes) in batch.drain(..).zip(counted) {
+            let delivered = match receivers.as_mut() {
+                Some(counts) => counts.by_ref().take(publishes).filter(|n| **n > 0).count() == publishes,
+                None => false,
+            };
             let Some(ack) = item.ack else { continue };
-            let reply = match &result {
-                Ok(()) => ServerMessage::Ack { id: ack.id },
-                Err(_) => ServerMessage::Error {
+            let reply = if delivered {
+                ServerMessage::Ack { id: ack.id }
+            } else {
+                ServerMessage::Error {
                     id: Some(ack.id),
                     code: ErrorCode::ClusterUnavailable,
-                    message: "the cluster's relay (Redis) is unavailable; not delivered".into(),
-                },
+                    message: "the cluster's relay (Redis) could not deliver this; retry".into(),
+                }
             };
             ack.outbox.deliver(ack.channel, Arc::new(reply));
         }
@@ -162,24 +188,53 @@ fn apply(hub: &Hub, event: Event) {
 /// Every `interval`, renews this node's memberships and brings each room's
 /// list of other nodes' members up to date: members whose node stopped
 /// renewing them lapse after `ttl`, and their rooms here see them leave.
-pub async fn refresh(mut conn: ConnectionManager, node: String, hub: Arc<Hub>, interval: Duration, ttl: Duration) {
+pub async fn refresh(
+    mut conn: ConnectionManager,
+    node: String,
+    hub: Arc<Hub>,
+    tagger: Tagger,
+    interval: Duration,
+    ttl: Duration,
+) {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    // After Redis was unreachable or lost its data, every node needs time to
+    // reconnect and register its members again: until then, a member missing
+    // from Redis is not taken for gone.
+    let grace = ttl + RECONNECT_SLACK;
+    let mut leaves_from = Instant::now();
+    let mut epoch: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // This node's connections per address, exactly (correcting any drift).
+        // This node's connections per address, exactly (correcting any drift),
+        // and Redis's epoch: a new one means Redis restarted empty.
         let mut pipe = redis::pipe();
         for (key, open) in hub.admission.open_by_address() {
-            guard::renew(&mut pipe, key, &node, open, ttl_ms);
+            guard::renew(&mut pipe, &tagger.tag(key), &node, open, ttl_ms);
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            tracing::debug!(error = %e, "renewing connection counts failed");
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        pipe.cmd("SET").arg(EPOCH_KEY).arg(&fresh).arg("NX").ignore();
+        pipe.cmd("GET").arg(EPOCH_KEY);
+        match pipe.query_async::<(Option<String>,)>(&mut conn).await {
+            Ok((now_epoch,)) => {
+                if epoch.is_some() && now_epoch != epoch {
+                    tracing::warn!("Redis restarted without its data: memberships are being registered again");
+                    leaves_from = Instant::now() + grace;
+                }
+                epoch = now_epoch;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "renewing connection counts failed");
+                leaves_from = Instant::now() + grace;
+                continue;
+            }
         }
+        let leaves = Instant::now() >= leaves_from;
         hub.rooms.forget_seatless();
         for (room, seats) in hub.rooms.local_rooms() {
             match members::refresh(&mut conn, &room, &seats, &node, ttl_ms).await {
-                Ok(others) => hub.rooms.reconcile(&room, others),
+                Ok(others) => hub.rooms.reconcile(&room, others, leaves),
                 Err(e) => {
                     tracing::debug!(error = %e, "membership refresh failed");
                     break;

@@ -293,9 +293,9 @@ impl Rooms {
 
     /// Brings the other nodes' members of `room` in line with `members` (the
     /// cluster's list, without this node's): the new join, and the seats here
-    /// are told; a member absent from two lists in a row leaves. Rooms without
-    /// seats are dropped.
-    pub fn reconcile(&self, room: &RoomId, members: Vec<Remote>) {
+    /// are told; a member absent from two lists in a row leaves, unless
+    /// `leaves` is false (Redis just came back). Rooms without seats are dropped.
+    pub fn reconcile(&self, room: &RoomId, members: Vec<Remote>, leaves: bool) {
         let mut shard = self.shard(room);
         let Some(entry) = shard.get_mut(room) else {
             return;
@@ -310,8 +310,9 @@ impl Rooms {
             .filter(|r| !members.iter().any(|m| m.member.peer_id == r.member.peer_id))
             .map(|r| r.member.peer_id)
             .collect();
-        let (gone, first_miss): (Vec<PeerId>, Vec<PeerId>) =
-            absent.into_iter().partition(|peer| entry.missing.contains(peer));
+        let (gone, first_miss): (Vec<PeerId>, Vec<PeerId>) = absent
+            .into_iter()
+            .partition(|peer| leaves && entry.missing.contains(peer));
         entry.missing = first_miss;
         entry.remote.retain(|r| !gone.contains(&r.member.peer_id));
         for peer_id in gone {
@@ -479,14 +480,14 @@ mod tests {
         rooms.remote_joined(&room("r"), remote(3, "n3"));
         assert_eq!(drain(&mut a_rx).len(), 1, "peer_joined");
         // The cluster's list lacks 2 once (Redis lost its data): nothing happens.
-        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")], true);
         assert!(drain(&mut a_rx).is_empty());
         // Twice: 2 has left.
-        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")], true);
         assert_eq!(drain(&mut a_rx), vec![ServerMessage::PeerLeft { peer_id: PeerId(2) }]);
         // Back in the list after one miss: still there, no churn.
-        rooms.reconcile(&room("r"), vec![]);
-        rooms.reconcile(&room("r"), vec![remote(3, "n3")]);
+        rooms.reconcile(&room("r"), vec![], true);
+        rooms.reconcile(&room("r"), vec![remote(3, "n3")], true);
         assert!(drain(&mut a_rx).is_empty());
     }
 
