@@ -174,6 +174,40 @@ async fn peers_on_different_nodes_and_transports_exchange_offer_answer_and_candi
             other => panic!("expected candidate {i}, got {other:?}"),
         }
     }
+    // Round trips across the nodes (a signal there, an answer back): printed
+    // for the record (`cargo test -p e2e --test cluster peers_on -- --nocapture`).
+    let mut trips = Vec::new();
+    for i in 0..100 {
+        let started = Instant::now();
+        let ping = Signal::Custom {
+            data: format!("ping {i}"),
+        };
+        alice_room.signal(bob.peer_id(), ping.clone()).await.unwrap();
+        assert_eq!(
+            next_event(&mut bob_room).await,
+            ServerMessage::Signal {
+                from: alice.peer_id(),
+                signal: ping
+            }
+        );
+        let pong = Signal::Custom {
+            data: format!("pong {i}"),
+        };
+        bob_room.signal(alice.peer_id(), pong.clone()).await.unwrap();
+        assert_eq!(
+            next_event(&mut alice_room).await,
+            ServerMessage::Signal {
+                from: bob.peer_id(),
+                signal: pong
+            }
+        );
+        trips.push(started.elapsed());
+    }
+    trips.sort();
+    eprintln!(
+        "cross-node round trip (WebTransport on node a <-> WSS on node b, via Redis): p50 {:?}, p90 {:?}, max {:?}",
+        trips[50], trips[90], trips[99]
+    );
     // A signal with a request id is acknowledged once Redis has taken it.
     bob_room
         .send(&ClientMessage::Broadcast {
