@@ -56,6 +56,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if config.dev_mode {
         announce_dev_mode();
     }
+    crate::metrics::install();
     let accounts = Arc::new(Accounts::from_config(&config).context("opening the account service")?);
     if accounts.user_count() == 0 {
         tracing::info!(

@@ -5,7 +5,7 @@
 //! - [`session`]: every policy (admission, auth, budgets, limits) in one place;
 //! - [`room`]: membership and relay;
 //! - [`cluster`]: cluster mode, nodes joined through Redis;
-//! - [`http`]: the HTTPS API and the WSS endpoint;
+//! - [`http`]: the HTTPS API and the WSS endpoint; [`metrics`]: `GET /metrics`;
 //! - [`tls`]: certificates, self-signed and rotated for development;
 //! - [`config`]: the one typed configuration;
 //! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line.
@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod room;
 pub mod session;
 pub mod shutdown;

@@ -99,3 +99,42 @@ async fn sigterm_tells_every_session_shutting_down_and_exits_cleanly() {
     let (_server, code) = code.await.unwrap();
     assert_eq!(code, Some(0), "the server exits cleanly once its sessions are gone");
 }
+
+#[tokio::test]
+async fn metrics_count_sessions_relays_and_errors_in_prometheus_format() {
+    let server = Server::start(BIN, &[]);
+    let alice = server.connect(Via::WebTransport, "alice").await;
+    let bob = server.connect(Via::WebSocket, "bob").await;
+    let alice_room = alice.join("metered").await.unwrap();
+    let mut bob_room = bob.join("metered").await.unwrap();
+    alice_room
+        .signal(bob.peer_id(), proto::Signal::Offer { sdp: "v=0".into() })
+        .await
+        .unwrap();
+    loop {
+        if let ServerMessage::Signal { .. } = bob_room.recv_timeout(Duration::from_secs(5)).await.unwrap() {
+            break;
+        }
+    }
+    let _ = server.connect_err(server.options(Via::WebSocket, "forged")).await;
+    let metrics = server.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let body = &metrics.body;
+    for line in [
+        "signal_sessions{transport=\"webtransport\"} 1",
+        "signal_sessions{transport=\"websocket\"} 1",
+        "signal_rooms 1",
+        "signal_room_members 2",
+        "signal_auth_failures_total 1",
+        "signal_errors_total{code=\"auth_failed\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no `{line}` in:\n{body}");
+    }
+    assert!(body.contains("signal_messages_relayed_total"), "{body}");
+    assert!(
+        body.contains("signal_relay_queue_seconds_bucket{le=\"0.001\"}"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE signal_relay_queue_seconds histogram"), "{body}");
+}

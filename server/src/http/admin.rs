@@ -179,7 +179,7 @@ async fn set_switches(
 ///
 /// The blocklist is not consulted: an operator behind a blocked address must
 /// still be able to lift the block (a bad token is still a strike).
-fn admin(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Claims, Refusal> {
+pub(super) fn admin(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Claims, Refusal> {
     let token = bearer(headers)?;
     let claims = app.hub.authenticate(remote.ip(), token).map_err(|e| {
         app.hub.counters.error(e.code());

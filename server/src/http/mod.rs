@@ -8,6 +8,7 @@
 //! | `GET /cert-hashes` | SHA-256 hashes of the published certificates, for `serverCertificateHashes` |
 //! | `GET /ws` | the WebSocket (WSS) transport |
 //! | `/admin/*` | the operators' view ([`admin`]) |
+//! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]): from loopback and private addresses, or with an admin token |
 //! | `POST /auth/login`, `POST /auth/refresh`, `GET /auth/me` | the account service (see [`auth`]) |
 //! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/cert-hashes", get(cert_hashes))
         .route("/ws", get(crate::transport::websocket::upgrade))
         .layer(axum::middleware::map_response(move |mut response: Response| {
@@ -133,6 +135,34 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /metrics`: open to scrapers on loopback and private networks (where
+/// Prometheus usually runs); from anywhere else, an admin token is needed.
+async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !is_private(remote.ip())
+        && let Err(refusal) = admin::admin(&state, remote, &headers)
+    {
+        return refusal_response(&refusal);
+    }
+    let body = crate::metrics::render(&state.hub, state.cluster.as_deref());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Loopback, RFC 1918, link-local, and IPv6 unique-local addresses.
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
 async fn cert_hashes(State(state): State<AppState>) -> Response {
     let hashes: Vec<_> = state
         .certs
@@ -170,4 +200,24 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_are_open_to_private_networks_only() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(super::is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.7", "2001:db8::1", "8.8.8.8"] {
+            assert!(!super::is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

@@ -23,6 +23,8 @@ pub struct Outgoing {
     pub channel: ChannelId,
     pub msg: Arc<ServerMessage>,
     size: usize,
+    /// When it was queued: how long relayed messages wait is measured from here.
+    queued_at: std::time::Instant,
 }
 
 /// Why a session ends, as the client is told in its `goodbye`.
@@ -129,7 +131,12 @@ impl Outbox {
             self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             return Err(PushError::Full);
         }
-        let out = Outgoing { channel, msg, size };
+        let out = Outgoing {
+            channel,
+            msg,
+            size,
+            queued_at: std::time::Instant::now(),
+        };
         let result = match &self.routing {
             Routing::Shared(tx) => tx.try_send(out),
             Routing::PerChannel(routes) => match routes.lock().expect("routes lock").get(&channel) {
@@ -165,6 +172,9 @@ impl Outbox {
     /// Called by a writer once `out` is on the wire (or dropped).
     pub fn written(&self, out: &Outgoing) {
         self.queued_bytes.fetch_sub(out.size, Ordering::AcqRel);
+        if matches!(*out.msg, ServerMessage::Signal { .. } | ServerMessage::Broadcast { .. }) {
+            crate::metrics::relayed(out.queued_at.elapsed());
+        }
     }
 
     /// Bytes waiting now.
