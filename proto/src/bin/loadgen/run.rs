@@ -1,0 +1,632 @@
+//! The sessions and their traffic.
+//!
+//! Sessions are opened at `--connect-rate` and fill rooms of `--room-size` in
+//! order. Once every member of a room has joined (or failed to), each pair
+//! (i < j) negotiates like two browsers: i offers, j answers, then each sends 8
+//! candidates. A session that has received all of its opening messages sends
+//! `custom` signals to random peers of its room at `--rate` until the steady
+//! phase ends, then waits until everything sent was received (or a deadline).
+//!
+//! Sender and receiver live in this process, so every payload starts with its
+//! send time (nanoseconds since a shared epoch) and the receiver computes the
+//! relay latency from it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use proto::client::{Client, ClientError, ConnectOptions, Room, Trust};
+use proto::{Encoding, PeerId, ServerMessage, Signal};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::{Args, TransportArg, secs};
+
+/// Candidates each side of a pair sends after the offer and answer.
+const CANDIDATES: usize = 8;
+const OFFER_BYTES: usize = 4096;
+const ANSWER_BYTES: usize = 3072;
+const CANDIDATE_BYTES: usize = 200;
+/// How long a session waits for its opening messages before it goes steady anyway.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, after the steady phase, sessions wait for messages still in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a run measured.
+pub struct Outcome {
+    pub requested: usize,
+    pub connected: usize,
+    /// Connect (handshake, hello, welcome) times, in microseconds.
+    pub connect_us: Histogram<u64>,
+    /// Relay latencies (send to receive), in microseconds.
+    pub latency_us: Histogram<u64>,
+    pub sent: u64,
+    pub received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// `custom` signals received in the steady phase, their bytes, and the
+    /// span from the first steady send to the last steady receive.
+    pub steady_received: u64,
+    pub steady_bytes: u64,
+    pub steady_secs: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub rss_kib: Option<Rss>,
+    pub elapsed: Duration,
+}
+
+/// The server's resident memory, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    pub start: u64,
+    pub peak: u64,
+    pub end: u64,
+}
+
+/// Counters every session updates; the progress line reads them.
+struct Shared {
+    epoch: Instant,
+    connected: AtomicUsize,
+    sent: AtomicU64,
+    received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    steady_received: AtomicU64,
+    steady_bytes: AtomicU64,
+    /// Nanoseconds since `epoch` of the first steady send and the last steady receive.
+    first_steady_ns: AtomicU64,
+    last_steady_ns: AtomicU64,
+    /// Sessions that may still send: the drain is over when none may and all arrived.
+    sending: AtomicUsize,
+    error_count: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn error(&self, label: &str) {
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        *self.errors.lock().expect("errors lock").entry(label.to_owned()).or_default() += 1;
+    }
+
+    fn all_delivered(&self) -> bool {
+        self.sending.load(Ordering::Acquire) == 0
+            && self.received.load(Ordering::Acquire) >= self.sent.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements `sending` exactly once: when the session stops sending, or ends.
+struct Sending(Option<Arc<Shared>>);
+
+impl Sending {
+    fn stop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.sending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A room's members as they join: their peer ids by index, and how many have
+/// joined or given up.
+struct RoomState {
+    size: usize,
+    peers: Mutex<Vec<Option<PeerId>>>,
+    arrived: watch::Sender<usize>,
+}
+
+impl RoomState {
+    fn arrive(&self, index: usize, peer: Option<PeerId>) {
+        self.peers.lock().expect("peers lock")[index] = peer;
+        self.arrived.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until every member arrived (or `timeout`); returns the others' ids by index.
+    async fn others(&self, me: usize, timeout: Duration) -> Vec<(usize, PeerId)> {
+        let mut rx = self.arrived.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= self.size)).await;
+        let peers = self.peers.lock().expect("peers lock");
+        peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .collect()
+    }
+}
+
+/// What a session hands back: its connect time, its latencies and, to keep the
+/// server's memory as it is until the end is sampled, its connection.
+struct SessionResult {
+    connect: Option<Duration>,
+    latency_us: Histogram<u64>,
+    connection: Option<(Client, Room)>,
+}
+
+/// Everything a session needs to know about the run.
+struct Plan {
+    trust: Trust,
+    secret: String,
+    encoding: Encoding,
+    transport: TransportArg,
+    url_webtransport: String,
+    url_wss: String,
+    source_ips: Vec<IpAddr>,
+    connect_timeout: Duration,
+    room_size: usize,
+    connect_rate: f64,
+    rate: f64,
+    message_bytes: usize,
+    run_id: String,
+    steady_end: Instant,
+    drain_deadline: Instant,
+}
+
+pub async fn run(args: &Args) -> Outcome {
+    let start = Instant::now();
+    let n = args.sessions;
+    let k = args.room_size as usize;
+    let connect_span = secs(n.saturating_sub(1) as f64 / args.connect_rate);
+    let steady_end = start + connect_span + secs(args.duration);
+    let plan = Arc::new(Plan {
+        trust: Trust::CertificateHashes(args.cert_hashes.clone()),
+        secret: args.jwt_secret.clone(),
+        encoding: args.encoding.into(),
+        transport: args.transport,
+        url_webtransport: args.url_webtransport.clone(),
+        url_wss: args.url_wss.clone(),
+        source_ips: args.source_ips.clone().map(|l| l.0).unwrap_or_default(),
+        connect_timeout: secs(args.connect_timeout),
+        room_size: k,
+        connect_rate: args.connect_rate,
+        rate: args.rate,
+        message_bytes: args.message_bytes.max(24),
+        run_id: format!("{:x}{:x}", std::process::id(), jsonwebtoken::get_current_timestamp()),
+        steady_end,
+        drain_deadline: steady_end + DRAIN_TIMEOUT,
+    });
+    let shared = Arc::new(Shared {
+        epoch: start,
+        connected: AtomicUsize::new(0),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        bytes_sent: AtomicU64::new(0),
+        bytes_received: AtomicU64::new(0),
+        steady_received: AtomicU64::new(0),
+        steady_bytes: AtomicU64::new(0),
+        first_steady_ns: AtomicU64::new(u64::MAX),
+        last_steady_ns: AtomicU64::new(0),
+        sending: AtomicUsize::new(n),
+        error_count: AtomicU64::new(0),
+        errors: Mutex::new(BTreeMap::new()),
+    });
+    let rooms: Vec<Arc<RoomState>> = (0..n.div_ceil(k))
+        .map(|r| {
+            let size = k.min(n - r * k);
+            Arc::new(RoomState {
+                size,
+                peers: Mutex::new(vec![None; size]),
+                arrived: watch::channel(0).0,
+            })
+        })
+        .collect();
+
+    let rss = Arc::new(Mutex::new(args.server_pid.and_then(read_rss_kib).map(|kib| Rss {
+        start: kib,
+        peak: kib,
+        end: kib,
+    })));
+    let monitor = tokio::spawn(monitor(shared.clone(), n, args.server_pid, rss.clone()));
+
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep_until(start + secs(i as f64 / args.connect_rate)).await;
+        let room = rooms[i / k].clone();
+        tasks.push(tokio::spawn(session(i, plan.clone(), shared.clone(), room)));
+    }
+    let mut connect_us = Histogram::<u64>::new(3).expect("histogram");
+    let mut latency_us = Histogram::<u64>::new(3).expect("histogram");
+    let mut connections = Vec::with_capacity(n);
+    for task in tasks {
+        let Ok(result) = task.await else {
+            shared.error("loadgen_panic");
+            continue;
+        };
+        if let Some(d) = result.connect {
+            let _ = connect_us.record(d.as_micros() as u64);
+        }
+        let _ = latency_us.add(&result.latency_us);
+        connections.extend(result.connection);
+    }
+    monitor.abort();
+    let rss_kib = *rss.lock().expect("rss lock");
+    let rss_kib = rss_kib.map(|mut r| {
+        if let Some(kib) = args.server_pid.and_then(read_rss_kib) {
+            r.end = kib;
+            r.peak = r.peak.max(kib);
+        }
+        r
+    });
+    drop(connections);
+
+    let first = shared.first_steady_ns.load(Ordering::Relaxed);
+    let last = shared.last_steady_ns.load(Ordering::Relaxed);
+    let steady_secs = if first < last { (last - first) as f64 / 1e9 } else { 0.0 };
+    let errors = std::mem::take(&mut *shared.errors.lock().expect("errors lock"));
+    Outcome {
+        requested: n,
+        connected: shared.connected.load(Ordering::Relaxed),
+        connect_us,
+        latency_us,
+        sent: shared.sent.load(Ordering::Relaxed),
+        received: shared.received.load(Ordering::Relaxed),
+        bytes_sent: shared.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: shared.bytes_received.load(Ordering::Relaxed),
+        steady_received: shared.steady_received.load(Ordering::Relaxed),
+        steady_bytes: shared.steady_bytes.load(Ordering::Relaxed),
+        steady_secs,
+        errors,
+        rss_kib,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Once a second: the progress line on stderr and a sample of the server's memory.
+async fn monitor(shared: Arc<Shared>, n: usize, pid: Option<u32>, rss: Arc<Mutex<Option<Rss>>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_sent, mut last_received) = (0, 0);
+    loop {
+        tick.tick().await;
+        if let Some(kib) = pid.and_then(read_rss_kib)
+            && let Some(r) = rss.lock().expect("rss lock").as_mut()
+        {
+            r.peak = r.peak.max(kib);
+            r.end = kib;
+        }
+        let sent = shared.sent.load(Ordering::Relaxed);
+        let received = shared.received.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] connected {}/{n}  sent {sent} ({}/s)  received {received} ({}/s)  errors {}",
+            shared.epoch.elapsed().as_secs_f64(),
+            shared.connected.load(Ordering::Relaxed),
+            sent - last_sent,
+            received - last_received,
+            shared.error_count.load(Ordering::Relaxed),
+        );
+        (last_sent, last_received) = (sent, received);
+    }
+}
+
+/// `VmRSS` of a process, in KiB.
+fn read_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn error_label(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Connect(_) => "connect_failed",
+        ClientError::Rejected { code: None, .. } => "rejected",
+        ClientError::Timeout => "timeout",
+        ClientError::Closed => "closed",
+        ClientError::Protocol(_) => "protocol",
+        _ => e.code().map_or("unknown", |c| c.as_str()),
+    }
+}
+
+async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomState>) -> SessionResult {
+    let mut sending = Sending(Some(shared.clone()));
+    let mut result = SessionResult {
+        connect: None,
+        latency_us: Histogram::new(3).expect("histogram"),
+        connection: None,
+    };
+    // Rooms are filled in order.
+    let (room_index, index) = (i / plan.room_size, i % plan.room_size);
+    let webtransport = match plan.transport {
+        TransportArg::Webtransport => true,
+        TransportArg::Wss => false,
+        TransportArg::Mix => i % 2 == 0,
+    };
+    let url = if webtransport { &plan.url_webtransport } else { &plan.url_wss };
+    let claims = serde_json::json!({
+        "sub": format!("load-{i}"),
+        "exp": jsonwebtoken::get_current_timestamp() + 3600,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(plan.secret.as_bytes()),
+    )
+    .expect("HS256 signing does not fail");
+    let mut opts = ConnectOptions::new(url.clone(), plan.trust.clone())
+        .token(token)
+        .encoding(plan.encoding)
+        .timeout(plan.connect_timeout);
+    if !plan.source_ips.is_empty() {
+        opts = opts.bind_ip(plan.source_ips[i % plan.source_ips.len()]);
+    }
+
+    let started = Instant::now();
+    let joined = async {
+        let client = Client::connect(opts).await?;
+        let connected = started.elapsed();
+        let joined = client.join(&format!("load-{}-{room_index}", plan.run_id)).await?;
+        Ok::<_, ClientError>((client, joined, connected))
+    };
+    let (mut client, mut joined, connect_time) = match joined.await {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared.error(error_label(&e));
+            room.arrive(index, None);
+            return result;
+        }
+    };
+    result.connect = Some(connect_time);
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    room.arrive(index, Some(client.peer_id()));
+    let wait = plan.connect_timeout * 2 + secs(room.size as f64 / plan.connect_rate);
+    let peers = room.others(index, wait).await;
+
+    let mut traffic = Traffic {
+        plan: &plan,
+        shared: &shared,
+        latency_us: &mut result.latency_us,
+        rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        sending: true,
+    };
+    for &(j, peer) in &peers {
+        if j > index && traffic.send(&joined, peer, offer(&shared)).await.is_err() {
+            break;
+        }
+    }
+    traffic.exchange(&mut client, &mut joined, &peers, &mut sending).await;
+    sending.stop();
+    result.connection = Some((client, joined));
+    result
+}
+
+/// One session's side of the traffic once its room is complete.
+struct Traffic<'a> {
+    plan: &'a Plan,
+    shared: &'a Shared,
+    latency_us: &'a mut Histogram<u64>,
+    rng: u64,
+    /// False once the steady phase ended: nothing more is sent, not even answers.
+    sending: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Opening,
+    Steady,
+    Drain,
+}
+
+impl Traffic<'_> {
+    async fn exchange(
+        &mut self,
+        client: &mut Client,
+        room: &mut Room,
+        peers: &[(usize, PeerId)],
+        sending: &mut Sending,
+    ) {
+        let interval = secs(1.0 / self.plan.rate);
+        let interval_us = (interval.as_micros() as u64).max(1);
+        let opening_expected = peers.len() * (1 + CANDIDATES);
+        let mut opening_received = 0;
+        let mut phase = Phase::Opening;
+        let mut next_tick = Instant::now() + OPENING_TIMEOUT;
+        if peers.is_empty() {
+            phase = Phase::Steady;
+            next_tick = Instant::now();
+        }
+        loop {
+            tokio::select! {
+                msg = room.recv() => match msg {
+                    Some(ServerMessage::Signal { from, signal }) => {
+                        let steady = matches!(signal, Signal::Custom { .. });
+                        self.received(&signal, steady, interval_us);
+                        if !steady {
+                            opening_received += 1;
+                            if self.sending && self.reply(room, from, &signal).await.is_err() {
+                                break;
+                            }
+                            if phase == Phase::Opening && opening_received >= opening_expected {
+                                phase = Phase::Steady;
+                                next_tick = Instant::now();
+                            }
+                        }
+                    }
+                    Some(ServerMessage::Error { code, .. }) => self.shared.error(code.as_str()),
+                    Some(ServerMessage::Goodbye { code, .. }) => {
+                        self.shared.error(code.as_str());
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.shared.error("closed");
+                        break;
+                    }
+                },
+                msg = client.control().recv() => match msg {
+                    Some(ServerMessage::Error { code, .. } | ServerMessage::Goodbye { code, .. }) => {
+                        self.shared.error(code.as_str());
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.shared.error("closed");
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(next_tick) => {
+                    let now = Instant::now();
+                    if phase != Phase::Drain && now >= self.plan.steady_end {
+                        phase = Phase::Drain;
+                        self.sending = false;
+                        sending.stop();
+                    }
+                    match phase {
+                        Phase::Opening => {
+                            phase = Phase::Steady;
+                            next_tick = now;
+                        }
+                        Phase::Steady => {
+                            if !peers.is_empty() {
+                                let peer = peers[(self.next_random() % peers.len() as u64) as usize].1;
+                                if self.send(room, peer, self.custom()).await.is_err() {
+                                    break;
+                                }
+                            }
+                            next_tick += interval;
+                            // Far behind (a stalled sender): skip ahead rather than burst;
+                            // the latency histogram corrects for the missed sends.
+                            if next_tick + interval < now {
+                                next_tick = now + interval;
+                            }
+                        }
+                        Phase::Drain => {
+                            if self.shared.all_delivered() || now >= self.plan.drain_deadline {
+                                break;
+                            }
+                            next_tick = now + Duration::from_millis(20);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The opening replies: an answer and candidates to an offer, candidates to an answer.
+    async fn reply(&mut self, room: &Room, from: PeerId, signal: &Signal) -> Result<(), ClientError> {
+        match signal {
+            Signal::Offer { .. } => {
+                self.send(room, from, answer(self.shared)).await?;
+            }
+            Signal::Answer { .. } => {}
+            _ => return Ok(()),
+        }
+        for _ in 0..CANDIDATES {
+            self.send(room, from, candidate(self.shared)).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, room: &Room, to: PeerId, signal: Signal) -> Result<(), ClientError> {
+        let bytes = payload(&signal).len() as u64;
+        let steady = matches!(signal, Signal::Custom { .. });
+        if steady {
+            self.shared
+                .first_steady_ns
+                .fetch_min(self.shared.now_ns(), Ordering::Relaxed);
+        }
+        match room.signal(to, signal).await {
+            Ok(()) => {
+                self.shared.sent.fetch_add(1, Ordering::AcqRel);
+                self.shared.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.error(error_label(&e));
+                Err(e)
+            }
+        }
+    }
+
+    fn received(&mut self, signal: &Signal, steady: bool, interval_us: u64) {
+        let now = self.shared.now_ns();
+        let text = payload(signal);
+        let Some(sent) = text.split_once(':').and_then(|(t, _)| t.parse::<u64>().ok()) else {
+            self.shared.error("unstamped_payload");
+            return;
+        };
+        let latency_us = now.saturating_sub(sent) / 1000;
+        if steady {
+            let _ = self.latency_us.record_correct(latency_us, interval_us);
+            self.shared.steady_received.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .steady_bytes
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
+            self.shared.last_steady_ns.fetch_max(now, Ordering::Relaxed);
+        } else {
+            let _ = self.latency_us.record(latency_us);
+        }
+        self.shared
+            .bytes_received
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
+        self.shared.received.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn custom(&self) -> Signal {
+        Signal::Custom {
+            data: stamped(self.shared, "custom ", self.plan.message_bytes),
+        }
+    }
+
+    /// xorshift64*: enough to pick peers, no dependency.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The part of a signal that carries the timestamp and counts as its size.
+fn payload(signal: &Signal) -> &str {
+    match signal {
+        Signal::Offer { sdp } | Signal::Answer { sdp } => sdp,
+        Signal::Candidate { candidate, .. } => candidate,
+        Signal::Custom { data } => data,
+    }
+}
+
+/// `<nanoseconds since the epoch>:<body>`, padded to `size` bytes.
+fn stamped(shared: &Shared, body: &str, size: usize) -> String {
+    let mut s = format!("{}:{body}", shared.now_ns());
+    let pad = size.saturating_sub(s.len());
+    s.extend(std::iter::repeat_n('x', pad));
+    s
+}
+
+fn offer(shared: &Shared) -> Signal {
+    Signal::Offer {
+        sdp: stamped(shared, "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", OFFER_BYTES),
+    }
+}
+
+fn answer(shared: &Shared) -> Signal {
+    Signal::Answer {
+        sdp: stamped(shared, "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", ANSWER_BYTES),
+    }
+}
+
+fn candidate(shared: &Shared) -> Signal {
+    Signal::Candidate {
+        candidate: stamped(
+            shared,
+            "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0 ",
+            CANDIDATE_BYTES,
+        ),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: Some("load".into()),
+    }
+}
