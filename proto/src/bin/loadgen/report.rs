@@ -100,7 +100,11 @@ impl Report {
     }
 
     fn per_sec(&self, n: u64) -> f64 {
-        if self.steady_secs > 0.0 { n as f64 / self.steady_secs } else { 0.0 }
+        if self.steady_secs > 0.0 {
+            n as f64 / self.steady_secs
+        } else {
+            0.0
+        }
     }
 
     fn rss_per_session_kib(&self, rss: &Rss) -> f64 {
@@ -164,7 +168,10 @@ impl Report {
             format!("{} connected of {}", self.connected, self.requested),
         );
         line("connect ms", self.connect.row());
-        line("latency ms", format!("{}  (n={})", self.latency.row(), self.latency.count));
+        line(
+            "latency ms",
+            format!("{}  (n={})", self.latency.row(), self.latency.count),
+        );
         line(
             "steady delivered",
             format!(

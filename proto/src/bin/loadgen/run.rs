@@ -91,7 +91,12 @@ impl Shared {
 
     fn error(&self, label: &str) {
         self.error_count.fetch_add(1, Ordering::Relaxed);
-        *self.errors.lock().expect("errors lock").entry(label.to_owned()).or_default() += 1;
+        *self
+            .errors
+            .lock()
+            .expect("errors lock")
+            .entry(label.to_owned())
+            .or_default() += 1;
     }
 
     fn all_delivered(&self) -> bool {
@@ -345,7 +350,11 @@ async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomS
         TransportArg::Wss => false,
         TransportArg::Mix => i % 2 == 0,
     };
-    let url = if webtransport { &plan.url_webtransport } else { &plan.url_wss };
+    let url = if webtransport {
+        &plan.url_webtransport
+    } else {
+        &plan.url_wss
+    };
     let claims = serde_json::json!({
         "sub": format!("load-{i}"),
         "exp": jsonwebtoken::get_current_timestamp() + 3600,
@@ -561,9 +570,7 @@ impl Traffic<'_> {
         if steady {
             let _ = self.latency_us.record_correct(latency_us, interval_us);
             self.shared.steady_received.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .steady_bytes
-                .fetch_add(text.len() as u64, Ordering::Relaxed);
+            self.shared.steady_bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
             self.shared.last_steady_ns.fetch_max(now, Ordering::Relaxed);
         } else {
             let _ = self.latency_us.record(latency_us);
@@ -608,13 +615,21 @@ fn stamped(shared: &Shared, body: &str, size: usize) -> String {
 
 fn offer(shared: &Shared) -> Signal {
     Signal::Offer {
-        sdp: stamped(shared, "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", OFFER_BYTES),
+        sdp: stamped(
+            shared,
+            "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+            OFFER_BYTES,
+        ),
     }
 }
 
 fn answer(shared: &Shared) -> Signal {
     Signal::Answer {
-        sdp: stamped(shared, "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", ANSWER_BYTES),
+        sdp: stamped(
+            shared,
+            "v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+            ANSWER_BYTES,
+        ),
     }
 }
 
