@@ -348,7 +348,7 @@ async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomS
     let webtransport = match plan.transport {
         TransportArg::Webtransport => true,
         TransportArg::Wss => false,
-        TransportArg::Mix => i % 2 == 0,
+        TransportArg::Mix => i.is_multiple_of(2),
     };
     let url = if webtransport {
         &plan.url_webtransport
