@@ -4,10 +4,12 @@
 //! has every pair of a room exchange an offer, an answer and candidates the way
 //! browsers do, then keeps each session sending `custom` signals at a steady
 //! rate, and reports connect times, relay latencies, throughput, errors by code
-//! and the server's memory. `run.rs` drives the sessions, `report.rs` prints.
+//! and the server's memory. `run.rs` opens the sessions and rooms, `traffic.rs` is one
+//! session's traffic pattern, `report.rs` prints.
 
 mod report;
 mod run;
+mod traffic;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
