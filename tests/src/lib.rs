@@ -119,6 +119,11 @@ impl Server {
         *child = spawn(&self.bin, &args, &self.dir).0;
     }
 
+    /// The server's HS256 JWT secret, for tools that mint their own tokens (the load generator).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// A token for `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
         self.token_with(TokenClaims::new(user, now_secs() + 3600))

@@ -1,0 +1,74 @@
+//! The load generator (`proto`'s `loadgen` binary) against the real server:
+//! a small mixed WebTransport and WSS run that must lose nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use e2e::Server;
+
+const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
+
+/// The loadgen binary sits next to the server binary: `cargo test --workspace`
+/// builds every binary of the workspace, `cargo test -p e2e` alone does not.
+fn loadgen() -> std::path::PathBuf {
+    let path = Path::new(BIN).with_file_name(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p proto --bin loadgen` first",
+        path.display()
+    );
+    path
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn twenty_sessions_in_rooms_of_four_over_both_transports_lose_nothing() {
+    let server = Server::start(BIN, &[]);
+    let mut cmd = Command::new(loadgen());
+    cmd.args(["--url-webtransport", &format!("https://{}/", server.webtransport)])
+        .args(["--url-wss", &format!("wss://{}/ws", server.https)])
+        .args(["--sessions", "20", "--room-size", "4", "--duration", "3", "--rate", "5"])
+        .args([
+            "--transport",
+            "mix",
+            "--json",
+            "--server-pid",
+            &server.pid().to_string(),
+        ])
+        .env("SIGNAL_JWT_SECRET", server.secret());
+    for hash in &server.hashes {
+        cmd.args(["--cert-hash", &hex(hash)]);
+    }
+    let out = cmd.output().expect("run loadgen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let context = format!("report: {report:#}\nprogress:\n{stderr}");
+
+    assert_eq!(report["sessions"]["connected"], 20, "{context}");
+    assert_eq!(report["errors_total"], 0, "{context}");
+    let sent = report["totals"]["sent"].as_u64().expect("sent");
+    let received = report["totals"]["received"].as_u64().expect("received");
+    assert!(received > 0, "{context}");
+    assert_eq!(received, sent, "messages were lost; {context}");
+    assert!(
+        report["steady"]["messages"].as_u64().expect("steady messages") > 0,
+        "{context}"
+    );
+
+    let latency = &report["latency_ms"];
+    for p in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(latency[p].is_number(), "latency {p} missing; {context}");
+    }
+    assert!(latency["p50"].as_f64().expect("p50") < 1000.0, "{context}");
+    assert_eq!(report["connect_ms"]["count"], 20, "{context}");
+    let rss = &report["server_rss_kib"];
+    assert!(
+        rss["peak"].as_u64().expect("peak RSS") >= rss["start"].as_u64().expect("start RSS"),
+        "{context}"
+    );
+}
