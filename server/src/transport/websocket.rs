@@ -27,6 +27,11 @@ pub struct ConnectQuery {
     token: Option<String>,
 }
 
+/// The WebSocket read buffer (grows for larger messages, up to the frame limit).
+const READ_BUFFER: usize = 4096;
+/// Bytes written before the WebSocket layer flushes on its own.
+const WRITE_BUFFER: usize = 8192;
+
 /// `GET /ws`: checks the switches, the blocklist, the origin, admission and
 /// the URL token, then upgrades.
 pub async fn upgrade(
@@ -60,8 +65,12 @@ pub async fn upgrade(
         }
     };
     let hub = app.hub.clone();
+    // tungstenite's default buffers are 128 KiB each way, per connection:
+    // signaling frames are small, and idle sessions must be cheap.
     ws.max_message_size(HARD_MAX_FRAME)
         .max_frame_size(HARD_MAX_FRAME)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| run(socket, hub, admitted))
 }
 
