@@ -31,6 +31,8 @@ fn twenty_sessions_in_rooms_of_four_over_both_transports_lose_nothing() {
     cmd.args(["--url-webtransport", &format!("https://{}/", server.webtransport)])
         .args(["--url-wss", &format!("wss://{}/ws", server.https)])
         .args(["--sessions", "20", "--room-size", "4", "--duration", "3", "--rate", "5"])
+        // The whole test suite may be running on the same two cores.
+        .args(["--connect-timeout", "30"])
         .args([
             "--transport",
             "mix",
