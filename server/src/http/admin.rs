@@ -16,16 +16,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use proto::ErrorCode;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use super::request::{MAX_BODY, claims, read_json};
 use super::{AppState, refusal_response};
 use crate::session::Refusal;
 use crate::session::addr::ClientKey;
@@ -35,9 +36,6 @@ use crate::session::switches::{SwitchChange, Transport};
 /// How many top talkers and largest rooms the stats show.
 const TOP: usize = 10;
 
-/// The largest request body the admin API reads.
-const MAX_BODY: usize = 4096;
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/stats", get(stats).options(super::cors::preflight))
@@ -46,6 +44,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/switches",
             get(switches).post(set_switches).options(super::cors::preflight),
         )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// Violations that the stats count by kind.
@@ -127,13 +126,13 @@ async fn unblock(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let claims = match admin(&app, remote, &headers) {
         Ok(claims) => claims,
         Err(refusal) => return refusal_response(&refusal),
     };
-    let request: Unblock = match json_body(&body) {
+    let request: Unblock = match read_json(&headers, body) {
         Ok(request) => request,
         Err(refusal) => return refusal_response(&refusal),
     };
@@ -161,13 +160,13 @@ async fn set_switches(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let claims = match admin(&app, remote, &headers) {
         Ok(claims) => claims,
         Err(refusal) => return refusal_response(&refusal),
     };
-    let change: SwitchChange = match json_body(&body) {
+    let change: SwitchChange = match read_json(&headers, body) {
         Ok(change) => change,
         Err(refusal) => return refusal_response(&refusal),
     };
@@ -180,11 +179,7 @@ async fn set_switches(
 /// The blocklist is not consulted: an operator behind a blocked address must
 /// still be able to lift the block (a bad token is still a strike).
 pub(super) fn admin(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Claims, Refusal> {
-    let token = bearer(headers)?;
-    let claims = app.hub.authenticate(remote.ip(), token).map_err(|e| {
-        app.hub.counters.error(e.code());
-        Refusal::new(e.code(), e.to_string())
-    })?;
+    let claims = claims(&app.hub, remote.ip(), headers)?;
     if !claims.has_role("admin") {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -192,31 +187,4 @@ pub(super) fn admin(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> 
         ));
     }
     Ok(claims)
-}
-
-/// The token of an `Authorization: Bearer` header.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::AuthRequired,
-                "send the token as Authorization: Bearer <token>",
-            )
-        })
-}
-
-/// A JSON request body, or `invalid_message` saying what is wrong with it.
-pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    if body.len() > MAX_BODY {
-        return Err(Refusal::new(
-            ErrorCode::InvalidMessage,
-            format!("the body is larger than {MAX_BODY} bytes"),
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| Refusal::new(ErrorCode::InvalidMessage, format!("invalid body: {e}")))
 }

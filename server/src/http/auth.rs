@@ -4,7 +4,8 @@
 //! the server can sign tokens at all; the blocklist, so a blocked address gets
 //! 429 `ip_blocked` before any password is hashed (a login asks again once it
 //! has a hashing slot); then the request. Bodies are
-//! JSON (`Content-Type: application/json`) of at most [`MAX_BODY`] bytes.
+//! JSON (`Content-Type: application/json`) of at most [`MAX_BODY`] bytes
+//! ([`super::request`]).
 //! Failed logins and refreshes count towards the address's block as bad tokens
 //! do. Every error is `{"code", "message"}` with the code's status.
 
@@ -14,21 +15,17 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use proto::ErrorCode;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::request::{MAX_BODY, claims, read_json};
 use super::{AppState, refusal_response};
 use crate::accounts::{AccountError, Issued};
 use crate::session::Refusal;
 use crate::session::auth::RoomGrant;
-
-/// The largest request body the account routes read, in bytes.
-pub const MAX_BODY: usize = 16 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -102,13 +99,7 @@ async fn me(State(app): State<AppState>, ConnectInfo(remote): ConnectInfo<Socket
     {
         return refusal_response(&refusal);
     }
-    let Some(token) = bearer(&headers) else {
-        return refusal_response(&Refusal::new(
-            ErrorCode::AuthRequired,
-            "send the access token as `Authorization: Bearer <token>`",
-        ));
-    };
-    match app.hub.authenticate(ip, token) {
+    match claims(&app.hub, ip, &headers) {
         Ok(claims) => {
             let rooms = match claims.rooms {
                 RoomGrant::Any => None,
@@ -121,7 +112,7 @@ async fn me(State(app): State<AppState>, ConnectInfo(remote): ConnectInfo<Socket
                 "expires_at": claims.expires_at,
             }))
         }
-        Err(e) => refusal_response(&Refusal::new(e.code(), e.to_string())),
+        Err(refusal) => refusal_response(&refusal),
     }
 }
 
@@ -169,43 +160,10 @@ fn private(body: serde_json::Value) -> Response {
     response
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The body as a `T`, or a refusal that says what is wrong with it.
-fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<T, Refusal> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(Refusal::new(
-            ErrorCode::InvalidMessage,
-            "send the request as JSON, with `Content-Type: application/json`",
-        ));
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Refusal::new(
-                ErrorCode::FrameTooLarge,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            )
-        } else {
-            Refusal::new(ErrorCode::InvalidMessage, "the request body could not be read")
-        }
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Refusal::new(ErrorCode::InvalidMessage, format!("invalid request body: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
+    use proto::ErrorCode;
+
     use super::*;
 
     fn json_headers(content_type: &'static str) -> HeaderMap {
@@ -250,17 +208,5 @@ mod tests {
             assert_eq!(refusal.code, ErrorCode::InvalidMessage);
             assert!(refusal.message.contains(says), "{body}: {}", refusal.message);
         }
-    }
-
-    #[test]
-    fn the_bearer_token_comes_from_the_authorization_header() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def"));
-        assert_eq!(bearer(&headers), Some("abc.def"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWxpY2U6eA=="));
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer(&headers), None);
     }
 }

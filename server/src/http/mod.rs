@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cors;
+pub mod request;
 mod serve;
 
 use std::sync::Arc;
