@@ -17,7 +17,7 @@
 //! | `signal_blocked_addresses` | gauge | addresses blocked now |
 //! | `signal_redis_up` | gauge | cluster mode: 1 while Redis answers |
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -54,10 +54,20 @@ pub fn install() {
     }
 }
 
+/// The hot path's handles, registered once (after [`install`], which runs at
+/// start-up before any message), so a relayed message costs no registry lookup.
+static RELAYED: LazyLock<(metrics::Counter, metrics::Histogram)> = LazyLock::new(|| {
+    (
+        metrics::counter!("signal_messages_relayed_total"),
+        metrics::histogram!("signal_relay_queue_seconds"),
+    )
+});
+
 /// Counts one relayed message that waited `waited` in its queue.
 pub fn relayed(waited: Duration) {
-    metrics::counter!("signal_messages_relayed_total").increment(1);
-    metrics::histogram!("signal_relay_queue_seconds").record(waited.as_secs_f64());
+    let (count, waits) = &*RELAYED;
+    count.increment(1);
+    waits.record(waited.as_secs_f64());
 }
 
 /// The exposition text, with the gauges and counters read now.

@@ -117,18 +117,28 @@ async fn metrics_count_sessions_relays_and_errors_in_prometheus_format() {
         }
     }
     let _ = server.connect_err(server.options(Via::WebSocket, "forged")).await;
-    let metrics = server.get("/metrics").await;
-    assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
-    let body = &metrics.body;
-    for line in [
+    let want = [
         "signal_sessions{transport=\"webtransport\"} 1",
         "signal_sessions{transport=\"websocket\"} 1",
         "signal_rooms 1",
         "signal_room_members 2",
         "signal_auth_failures_total 1",
         "signal_errors_total{code=\"auth_failed\"} 1",
-    ] {
+    ];
+    // The refused session is counted when it has ended, a moment after the client saw the error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = server.get("/metrics").await;
+        let complete = want.iter().all(|line| metrics.body.lines().any(|l| l == *line));
+        if complete || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let body = &metrics.body;
+    for line in want {
         assert!(body.lines().any(|l| l == line), "no `{line}` in:\n{body}");
     }
     assert!(body.contains("signal_messages_relayed_total"), "{body}");
