@@ -96,26 +96,15 @@ impl Session {
     /// Accepts `seq` if it is above the channel's last one, else reports the
     /// message as replayed (or as missing its `seq`).
     fn check_seq(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, seq: Option<Seq>) -> bool {
-        let now = std::time::Instant::now();
         let Some(seq) = seq else {
-            self.error(
-                channel,
-                id,
-                ErrorCode::InvalidMessage,
-                "signal and broadcast need a seq, increasing per channel".into(),
-            );
-            self.score(state, ErrorCode::InvalidMessage, now);
+            let message = "signal and broadcast need a seq, increasing per channel".into();
+            self.violation(state, channel, id, ErrorCode::InvalidMessage, message);
             return false;
         };
         match state.seqs.get(&channel) {
             Some(&last) if seq <= last => {
-                self.error(
-                    channel,
-                    id,
-                    ErrorCode::Replayed,
-                    format!("seq {seq} is not above this channel's last seq {last}; not relayed"),
-                );
-                self.score(state, ErrorCode::Replayed, now);
+                let message = format!("seq {seq} is not above this channel's last seq {last}; not relayed");
+                self.violation(state, channel, id, ErrorCode::Replayed, message);
                 false
             }
             _ => {

@@ -183,12 +183,7 @@ impl Session {
         // Skipping it still cost its bytes: they come out of the byte budget.
         state.budget.charge_skipped(len, now);
         self.permit.traffic().count(len);
-        let max = self.hub.max_frame();
-        self.violation(
-            ErrorCode::FrameTooLarge,
-            format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
-        );
-        self.score(&mut state, ErrorCode::FrameTooLarge, now);
+        self.frame_too_large(&mut state, len);
     }
 
     /// A stream whose next frame claims a length no reader will skip (more than
@@ -197,13 +192,13 @@ impl Session {
     pub fn on_unframeable(&self, channel: ChannelId, len: usize) {
         let _enter = self.span.enter();
         let message = format!("a frame of {len} bytes can never be read; channel {channel} is closed");
+        let mut state = self.state.lock().expect("session lock");
         if channel == CONTROL_CHANNEL {
             self.fatal(None, ErrorCode::FrameTooLarge, message);
+            self.score(&mut state, ErrorCode::FrameTooLarge, Instant::now());
         } else {
-            self.violation(ErrorCode::FrameTooLarge, message);
+            self.violation(&mut state, CONTROL_CHANNEL, None, ErrorCode::FrameTooLarge, message);
         }
-        let mut state = self.state.lock().expect("session lock");
-        self.score(&mut state, ErrorCode::FrameTooLarge, Instant::now());
     }
 
     /// A transport-level keepalive (a WebSocket ping): the client is there.
@@ -323,13 +318,7 @@ impl Session {
         state.last_seen = now;
         let max = self.hub.max_frame();
         if frame.len() > max {
-            let len = frame.len();
-            self.violation(
-                ErrorCode::FrameTooLarge,
-                format!("frame of {len} bytes exceeds max_frame_bytes {max}"),
-            );
-            self.score(&mut state, ErrorCode::FrameTooLarge, now);
-            return;
+            return self.frame_too_large(&mut state, frame.len());
         }
         self.permit.traffic().count(frame.len());
         if let Err(code) = state.budget.charge(frame.len(), now) {
@@ -350,17 +339,11 @@ impl Session {
                 ),
                 _ => format!("more than {} bytes per second; message dropped", limits.bytes_per_sec),
             };
-            self.violation(code, message);
-            self.score(&mut state, code, now);
-            return;
+            return self.violation(&mut state, CONTROL_CHANNEL, None, code, message);
         }
         let (channel, msg) = match decode(frame) {
             Ok(decoded) => decoded,
-            Err(e) => {
-                self.violation(e.code(), e.to_string());
-                self.score(&mut state, e.code(), now);
-                return;
-            }
+            Err(e) => return self.violation(&mut state, CONTROL_CHANNEL, None, e.code(), e.to_string()),
         };
         // Replies use the encoding of the first frame that decoded.
         self.outbox.set_encoding_once(encoding);
@@ -368,9 +351,25 @@ impl Session {
         self.dispatch(&mut state, channel, msg);
     }
 
-    /// Reports a frame that broke a limit or could not be decoded.
-    fn violation(&self, code: ErrorCode, message: String) {
-        self.error(CONTROL_CHANNEL, None, code, message);
+    /// Reports a violation (a frame that broke a limit or could not be
+    /// decoded goes on the control channel: its own channel may be unknown)
+    /// and adds its points to the session's score.
+    pub(super) fn violation(
+        &self,
+        state: &mut State,
+        channel: ChannelId,
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.error(channel, id, code, message);
+        self.score(state, code, Instant::now());
+    }
+
+    fn frame_too_large(&self, state: &mut State, len: usize) {
+        let max = self.hub.max_frame();
+        let message = format!("frame of {len} bytes exceeds max_frame_bytes {max}");
+        self.violation(state, CONTROL_CHANNEL, None, ErrorCode::FrameTooLarge, message);
     }
 
     /// Adds the points of a violation to the session's score; at the limit the
