@@ -16,14 +16,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use proto::ErrorCode;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::request::{MAX_BODY, claims, read_json};
@@ -72,14 +73,7 @@ const AUTH_FAILURES: &[ErrorCode] = &[
     ErrorCode::RefreshTokenReused,
 ];
 
-async fn stats(
-    State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refusal) = admin(&app, remote, &headers) {
-        return refusal_response(&refusal);
-    }
+async fn stats(State(app): State<AppState>, _: Admin) -> Response {
     let hub = &app.hub;
     let now = Instant::now();
     let counts = |codes: &[ErrorCode]| -> Map<String, Value> {
@@ -122,20 +116,7 @@ struct Unblock {
     ip: IpAddr,
 }
 
-async fn unblock(
-    State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let claims = match admin(&app, remote, &headers) {
-        Ok(claims) => claims,
-        Err(refusal) => return refusal_response(&refusal),
-    };
-    let request: Unblock = match read_json(&headers, body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal_response(&refusal),
-    };
+async fn unblock(State(app): State<AppState>, Admin(claims): Admin, JsonBody(request): JsonBody<Unblock>) -> Response {
     let mut unblocked = app.hub.blocklist.unblock(request.ip, Instant::now());
     if let Some(cluster) = &app.hub.cluster {
         // Lifted on every node.
@@ -145,33 +126,52 @@ async fn unblock(
     Json(json!({ "unblocked": unblocked })).into_response()
 }
 
-async fn switches(
-    State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    match admin(&app, remote, &headers) {
-        Ok(_) => Json(app.hub.switches.state()).into_response(),
-        Err(refusal) => refusal_response(&refusal),
-    }
+async fn switches(State(app): State<AppState>, _: Admin) -> Response {
+    Json(app.hub.switches.state()).into_response()
 }
 
 async fn set_switches(
     State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Admin(claims): Admin,
+    JsonBody(change): JsonBody<SwitchChange>,
 ) -> Response {
-    let claims = match admin(&app, remote, &headers) {
-        Ok(claims) => claims,
-        Err(refusal) => return refusal_response(&refusal),
-    };
-    let change: SwitchChange = match read_json(&headers, body) {
-        Ok(change) => change,
-        Err(refusal) => return refusal_response(&refusal),
-    };
     tracing::info!(admin = %claims.user_id, "switches changed by an operator");
     Json(app.hub.switches.apply(change)).into_response()
+}
+
+/// A request whose bearer token has the `admin` role, and its claims; any
+/// other request is answered with the refusal (`auth_required`, the token's
+/// error, or `forbidden`).
+pub struct Admin(pub Claims);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0)
+            .ok_or_else(|| refusal_response(&Refusal::new(ErrorCode::Internal, "no peer address")))?;
+        admin(app, remote, &parts.headers)
+            .map(Admin)
+            .map_err(|refusal| refusal_response(&refusal))
+    }
+}
+
+/// A JSON request body (see [`read_json`]); a bad one is answered with `invalid_message`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, app).await;
+        read_json(&headers, body)
+            .map(JsonBody)
+            .map_err(|refusal| refusal_response(&refusal))
+    }
 }
 
 /// The caller's claims if its bearer token is valid and has the `admin` role.
