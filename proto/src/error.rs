@@ -124,6 +124,19 @@ error_codes! {
     ShuttingDown = 52, "shutting_down", 503;
     /// The session broke the rules too often (malformed frames, budgets) and is closed.
     PolicyViolation = 53, "policy_violation", 400;
+    /// A resume token for a session the server no longer holds (its grace
+    /// period ended, its held messages overflowed, or it ended): start a new
+    /// session with a plain `hello`.
+    ResumeExpired = 70, "resume_expired", 410;
+    /// A resume token this server did not issue, or one that was altered.
+    ResumeInvalid = 71, "resume_invalid", 401;
+    /// A resume token that was already used: the session was resumed with it.
+    ResumeUsed = 72, "resume_used", 409;
+    /// Cluster mode: the session is held by another node, which releases it
+    /// now (its peers see it leave); start a new session and join again.
+    ResumeElsewhere = 73, "resume_elsewhere", 421;
+    /// The session was resumed on another connection; this one is closed.
+    SessionResumed = 74, "session_resumed", 409;
     /// Something went wrong inside the server.
     Internal = 60, "internal", 500;
     /// No such API route or resource.

@@ -16,7 +16,8 @@ use crate::ids::PeerId;
 /// Requests sent without one get no acknowledgement, only errors.
 pub type RequestId = u32;
 
-/// A bearer token (a JWT). Its `Debug` form hides it so that it never reaches a log.
+/// A bearer credential: a JWT, or a resume token. Its `Debug` form hides it so
+/// that it never reaches a log.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[serde(transparent)]
 pub struct Token(pub String);
@@ -34,6 +35,13 @@ impl fmt::Debug for Token {
 /// messages itself when `seq` is left `None`.
 pub type Seq = u64;
 
+/// How many of a room's events a client has received since it joined. The
+/// events are the `signal`, `broadcast`, `peer_joined` and `peer_left` messages
+/// the server sends on the room's channel, numbered 1, 2, 3, ... from the
+/// `joined`; the numbering goes on across a resume (after `rejoined`). Clients
+/// acknowledge them with `received`, and name the count in a resuming `join`.
+pub type EventCount = u64;
+
 /// What a client sends. Fields a message type does not have are refused
 /// (`invalid_message`), as are types not listed here (`unknown_type`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
@@ -47,12 +55,22 @@ pub enum ClientMessage {
         version: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<Token>,
+        /// The `resume_token` of a session that lost its connection: the server
+        /// gives this connection that session (same peer id, same rooms) if it
+        /// still holds it, else answers with an error and waits for a plain `hello`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Token>,
     },
     /// Joins a room; the first message on a new channel.
     Join {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         room: String,
+        /// After a resumed `welcome`: the room was the resumed session's, and
+        /// the client has its first `resume_after` events. The server answers
+        /// `rejoined` and sends the events that followed (see [`EventCount`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_after: Option<EventCount>,
     },
     /// Leaves the room of the channel it is sent on.
     Leave {
@@ -92,6 +110,9 @@ pub enum ClientMessage {
         id: Option<RequestId>,
         token: Token,
     },
+    /// On a room's channel: the client has the room's first `upto` events, so
+    /// the server need not keep them for a resume any more.
+    Received { upto: EventCount },
 }
 
 impl ClientMessage {
@@ -105,6 +126,7 @@ impl ClientMessage {
             | ClientMessage::Broadcast { id, .. }
             | ClientMessage::Ping { id, .. }
             | ClientMessage::Refresh { id, .. } => *id,
+            ClientMessage::Received { .. } => None,
         }
     }
 
@@ -118,6 +140,7 @@ impl ClientMessage {
             ClientMessage::Broadcast { .. } => "broadcast",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Refresh { .. } => "refresh",
+            ClientMessage::Received { .. } => "received",
         }
     }
 }
@@ -188,6 +211,15 @@ pub enum ServerMessage {
         peer_id: PeerId,
         user_id: String,
         limits: SessionLimits,
+        /// Presented in a later `hello` (`resume`) after a lost connection, it
+        /// gives that connection this session back. Single use: every `welcome`
+        /// carries a new one. Absent when the server does not hold sessions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<Token>,
+        /// The session was resumed: same `session_id` and `peer_id`; join the
+        /// rooms again with `resume_after`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// The room was joined; `members` are the other peers already in it.
     Joined {
@@ -230,14 +262,36 @@ pub enum ServerMessage {
     TokenExpiring { expires_in_ms: u64 },
     /// The server is closing the session, and why. Always the last message.
     Goodbye { code: ErrorCode, message: String },
+    /// A resuming `join` was accepted: the room is this channel's again, with
+    /// no change the other members could see. The events after the client's
+    /// `resume_after` follow. `last_seq` is the last `seq` the server accepted
+    /// from the client in this room: send again what was sent above it.
+    Rejoined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        room: String,
+        last_seq: Seq,
+    },
 }
 
 impl ServerMessage {
+    /// Whether the message is one of a room's numbered events (see [`EventCount`]).
+    pub fn is_room_event(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::Signal { .. }
+                | ServerMessage::Broadcast { .. }
+                | ServerMessage::PeerJoined { .. }
+                | ServerMessage::PeerLeft { .. }
+        )
+    }
+
     /// The message's `type` name, as in JSON.
     pub fn kind(&self) -> &'static str {
         match self {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Rejoined { .. } => "rejoined",
             ServerMessage::Left { .. } => "left",
             ServerMessage::PeerJoined { .. } => "peer_joined",
             ServerMessage::PeerLeft { .. } => "peer_left",
@@ -264,7 +318,7 @@ impl ServerMessage {
                 ServerMessage::Error { message, .. } | ServerMessage::Goodbye { message, .. } => message.len(),
                 ServerMessage::Welcome {
                     user_id, session_id, ..
-                } => user_id.len() + session_id.len() + 64,
+                } => user_id.len() + session_id.len() + 160,
                 _ => 0,
             }
     }

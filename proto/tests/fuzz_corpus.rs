@@ -125,6 +125,7 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
                 id: None,
                 version: 1,
                 token: None,
+                resume: None,
             },
         ),
         (
@@ -134,6 +135,7 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
                 id: Some(1),
                 version: 1,
                 token: Some(Token("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln".to_owned())),
+                resume: None,
             },
         ),
         (
@@ -142,6 +144,7 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
             ClientMessage::Join {
                 id: Some(2),
                 room: "lobby".to_owned(),
+                resume_after: None,
             },
         ),
         (
@@ -150,6 +153,7 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
             ClientMessage::Join {
                 id: None,
                 room: "team:42@eu-1".to_owned(),
+                resume_after: None,
             },
         ),
         ("leave", 1, ClientMessage::Leave { id: Some(3) }),

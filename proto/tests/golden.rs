@@ -37,11 +37,21 @@ const DOC: &str = include_str!("../PROTOCOL.md");
 /// Every `type` of a client message. `client_kind` below matches on every
 /// variant without a wildcard, so a new variant does not compile until it is
 /// added here (and then this test demands examples of it).
-const CLIENT_KINDS: &[&str] = &["hello", "join", "leave", "signal", "broadcast", "ping", "refresh"];
+const CLIENT_KINDS: &[&str] = &[
+    "hello",
+    "join",
+    "leave",
+    "signal",
+    "broadcast",
+    "ping",
+    "refresh",
+    "received",
+];
 
 const SERVER_KINDS: &[&str] = &[
     "welcome",
     "joined",
+    "rejoined",
     "left",
     "peer_joined",
     "peer_left",
@@ -65,6 +75,7 @@ fn client_kind(m: &ClientMessage) -> &'static str {
         ClientMessage::Broadcast { .. } => "broadcast",
         ClientMessage::Ping { .. } => "ping",
         ClientMessage::Refresh { .. } => "refresh",
+        ClientMessage::Received { .. } => "received",
     }
 }
 
@@ -81,6 +92,7 @@ fn server_kind(m: &ServerMessage) -> &'static str {
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Error { .. } => "error",
         ServerMessage::TokenExpiring { .. } => "token_expiring",
+        ServerMessage::Rejoined { .. } => "rejoined",
         ServerMessage::Goodbye { .. } => "goodbye",
     }
 }
@@ -560,4 +572,42 @@ fn the_documented_versions_and_sizes_match_the_code() {
     assert_eq!(codec::HARD_MAX_FRAME, 1_048_576, "PROTOCOL.md says 1 MiB");
     assert_eq!(proto::frame::PREFIX_LEN, 4, "PROTOCOL.md says 4 bytes");
     assert_eq!(proto::RoomId::MAX_LEN, 64, "PROTOCOL.md says 64 bytes");
+}
+
+// TEMPORARY GENERATOR (to be removed)
+#[test]
+fn zz_tmp_generate_hex() {
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .chunks(16)
+            .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+    let mut out = String::new();
+    let blocks = blocks(DOC);
+    let mut channels = BTreeMap::new();
+    for b in &blocks {
+        if b.lang == "json" && b.attrs.len() == 1 && b.attrs[0].0 == "wss" {
+            let v: Value = serde_json::from_str(b.body.trim()).unwrap();
+            channels.insert(b.attrs[0].1.clone(), v.get("ch").and_then(Value::as_u64).unwrap_or(0) as u32);
+        }
+    }
+    for b in &blocks {
+        if !(b.lang == "json" && b.attrs.len() == 1 && b.attrs[0].0 == "example") {
+            continue;
+        }
+        let name = &b.attrs[0].1;
+        let ch = channels.get(name).copied().unwrap_or(0);
+        let text = b.body.trim_end().as_bytes();
+        let (bare, env) = if name.starts_with("c-") {
+            let m: ClientMessage = codec::decode(Encoding::Json, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (codec::encode(Encoding::Bincode, &m), codec::encode_enveloped(Encoding::Bincode, ch, &m))
+        } else {
+            let m: ServerMessage = codec::decode(Encoding::Json, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (codec::encode(Encoding::Bincode, &m), codec::encode_enveloped(Encoding::Bincode, ch, &m))
+        };
+        out.push_str(&format!("@@ {name} {}\n{}\n@@wss\n{}\n", bare.len(), hex(&bare), hex(&env)));
+    }
+    std::fs::write("/tmp/golden_hex.txt", out).unwrap();
 }

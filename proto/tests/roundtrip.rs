@@ -83,9 +83,24 @@ fn limits() -> impl Strategy<Value = SessionLimits> {
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (request_id(), any::<u16>(), option::of(text().prop_map(Token)))
-            .prop_map(|(id, version, token)| ClientMessage::Hello { id, version, token }),
-        (request_id(), text()).prop_map(|(id, room)| ClientMessage::Join { id, room }),
+        (
+            request_id(),
+            any::<u16>(),
+            option::of(text().prop_map(Token)),
+            option::of(text().prop_map(Token))
+        )
+            .prop_map(|(id, version, token, resume)| ClientMessage::Hello {
+                id,
+                version,
+                token,
+                resume
+            }),
+        (request_id(), text(), option::of(any::<u64>())).prop_map(|(id, room, resume_after)| ClientMessage::Join {
+            id,
+            room,
+            resume_after
+        }),
+        any::<u64>().prop_map(|upto| ClientMessage::Received { upto }),
         request_id().prop_map(|id| ClientMessage::Leave { id }),
         (request_id(), option::of(any::<u64>()), peer_id(), signal())
             .prop_map(|(id, seq, to, signal)| ClientMessage::Signal { id, seq, to, signal }),
@@ -101,18 +116,29 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (request_id(), any::<u16>(), text(), peer_id(), text(), limits()).prop_map(
-            |(id, version, session_id, peer_id, user_id, limits)| {
-                ServerMessage::Welcome {
-                    id,
-                    version,
-                    session_id,
-                    peer_id,
-                    user_id,
-                    limits,
+        (
+            (request_id(), any::<u16>(), text(), peer_id(), text(), limits()),
+            (option::of(text().prop_map(Token)), any::<bool>())
+        )
+            .prop_map(
+                |((id, version, session_id, peer_id, user_id, limits), (resume_token, resumed))| {
+                    ServerMessage::Welcome {
+                        id,
+                        version,
+                        session_id,
+                        peer_id,
+                        user_id,
+                        limits,
+                        resume_token,
+                        resumed,
+                    }
                 }
-            }
-        ),
+            ),
+        (request_id(), text(), any::<u64>()).prop_map(|(id, room, last_seq)| ServerMessage::Rejoined {
+            id,
+            room,
+            last_seq
+        }),
         (request_id(), text(), vec(member(), 0..5)).prop_map(|(id, room, members)| ServerMessage::Joined {
             id,
             room,

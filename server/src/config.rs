@@ -206,6 +206,12 @@ options! {
         /// A membership lapses after twice this; a dead node's peers leave their
         /// rooms for everyone within four times this.
         cluster_refresh_ms: u64 = 5_000, "SIGNAL_CLUSTER_REFRESH_MS";
+        /// How long a session whose connection was lost is held for a resume, in
+        /// seconds (its peers see no change meanwhile); 0 turns resume off.
+        resume_grace_secs: u64 = 30, "SIGNAL_RESUME_GRACE_SECS";
+        /// Bytes of room events a session keeps for a resume (not yet acknowledged,
+        /// or sent while its connection was lost); a held session over this ends.
+        resume_buffer_bytes: u32 = 262_144, "SIGNAL_RESUME_BUFFER_BYTES";
     }
     optional {
         /// PEM certificate chain for both listeners (with tls_key); self-signed when unset.
@@ -306,6 +312,7 @@ impl Config {
             ("max_rooms_per_session", self.max_rooms_per_session),
             ("outbound_queue_messages", self.outbound_queue_messages),
             ("outbound_queue_bytes", self.outbound_queue_bytes),
+            ("resume_buffer_bytes", self.resume_buffer_bytes),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -325,6 +332,9 @@ impl Config {
         }
         if self.jwt_leeway_secs > 3600 {
             return fail("jwt_leeway_secs must be at most 3600");
+        }
+        if self.resume_grace_secs > 3600 {
+            return fail("resume_grace_secs must be at most 3600 (0 turns resume off)");
         }
         if let Some(bad) = self.allowed_origins.0.iter().find(|o| *o != "*" && !valid_origin(o)) {
             return Err(ConfigError::Invalid(format!(

@@ -9,6 +9,8 @@
 //! |---|---|---|
 //! | `signal_sessions{transport}` | gauge | sessions open now |
 //! | `signal_sessions_opened_total` | counter | sessions opened (rate = connects/s) |
+//! | `signal_sessions_held` | gauge | sessions that lost their connection and are held for a resume |
+//! | `signal_sessions_resumed_total` | counter | sessions resumed on a new connection |
 //! | `signal_errors_total{code}` | counter | every error and refusal sent, by code: auth failures, budget violations (`rate_limited`, ...), outbound queue drops (`slow_consumer`) |
 //! | `signal_auth_failures_total` | counter | failed authentications (tokens and logins) |
 //! | `signal_messages_relayed_total` | counter | signals and broadcasts written to a peer |
@@ -79,6 +81,8 @@ pub fn render(hub: &Hub, cluster: Option<&Cluster>) -> String {
         metrics::gauge!("signal_sessions", "transport" => transport.as_str()).set(hub.open_sessions(transport) as f64);
     }
     metrics::counter!("signal_sessions_opened_total").absolute(hub.counters.sessions_opened());
+    metrics::gauge!("signal_sessions_held").set(hub.resumption.held() as f64);
+    metrics::counter!("signal_sessions_resumed_total").absolute(hub.counters.sessions_resumed());
     let mut auth_failures = 0;
     for (code, count) in hub.counters.error_counts() {
         metrics::counter!("signal_errors_total", "code" => code.as_str()).absolute(count);

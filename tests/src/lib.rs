@@ -4,6 +4,7 @@
 //!
 //! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
+pub mod proxy;
 pub mod raw;
 pub mod redis;
 

@@ -51,6 +51,7 @@ pub fn hello(token: &str) -> ClientMessage {
         id: Some(0),
         version: PROTOCOL_VERSION,
         token: Some(Token(token.to_owned())),
+        resume: None,
     }
 }
 
@@ -121,6 +122,7 @@ impl RawWebTransport {
             .send(&ClientMessage::Join {
                 id: Some(1),
                 room: room.to_owned(),
+                resume_after: None,
             })
             .await;
         match stream.next().await {
@@ -277,6 +279,7 @@ impl RawWss {
         let join = ClientMessage::Join {
             id: Some(1),
             room: room.to_owned(),
+            resume_after: None,
         };
         self.send(channel, &join).await;
         loop {

@@ -194,6 +194,7 @@ async fn a_second_hello_is_refused_and_the_session_stays_open() {
             id: Some(5),
             version: 1,
             token: None,
+            resume: None,
         })
         .await
         .unwrap();

@@ -242,6 +242,7 @@ async fn joins_sent_at_once_on_several_new_channels_all_succeed() {
                 .send(&ClientMessage::Join {
                     id: Some(n as u32),
                     room: format!("eager-{n}"),
+                    resume_after: None,
                 })
                 .await
                 .unwrap();
@@ -274,6 +275,7 @@ async fn a_left_room_channel_is_finished() {
         .send(&ClientMessage::Join {
             id: Some(2),
             room: "brief".into(),
+            resume_after: None,
         })
         .await;
     assert!(room.recv_timeout(WAIT).await.is_err());

@@ -24,6 +24,7 @@
 //! WebSocket fallback. Either way the client opens the control channel, says
 //! `hello`, and returns once the server's `welcome` arrived.
 
+pub mod resume;
 mod tls;
 mod websocket;
 mod webtransport;
@@ -38,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::codec::{self, Encoding};
 use crate::error::ErrorCode;
 use crate::ids::{ChannelId, PeerId};
-use crate::message::{ClientMessage, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token};
+use crate::message::{ClientMessage, EventCount, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token};
 use crate::version::PROTOCOL_VERSION;
 
 /// How the client decides to trust the server's certificate.
@@ -234,11 +235,25 @@ impl Channel {
     }
 
     async fn send_as_is(&self, msg: &ClientMessage) -> Result<(), ClientError> {
-        let bytes = match self.framing {
-            Framing::Stream => crate::frame::encode_frame(self.encoding, msg),
-            Framing::Envelope(ch) => codec::encode_enveloped(self.encoding, ch, msg),
+        send_on(self.framing, self.encoding, &self.out, msg).await
+    }
+
+    /// Sets the `seq` the next `signal` or `broadcast` gets (a resumed room
+    /// goes on numbering where it was).
+    pub fn set_next_seq(&self, seq: Seq) {
+        self.next_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Splits the channel into a sender (messages are sent as they are, `seq`
+    /// included) and its inbox, so that one task can send while another reads.
+    pub fn split(self) -> (ChannelSender, mpsc::Receiver<ServerMessage>) {
+        let sender = ChannelSender {
+            id: self.id,
+            encoding: self.encoding,
+            framing: self.framing,
+            out: self.out,
         };
-        self.out.send(bytes).await.map_err(|_| ClientError::Closed)
+        (sender, self.inbox)
     }
 
     /// Sends one frame with exactly this payload, valid or not: for testing servers.
@@ -272,6 +287,39 @@ impl Channel {
     }
 }
 
+async fn send_on(
+    framing: Framing,
+    encoding: Encoding,
+    out: &mpsc::Sender<Vec<u8>>,
+    msg: &ClientMessage,
+) -> Result<(), ClientError> {
+    let bytes = match framing {
+        Framing::Stream => crate::frame::encode_frame(encoding, msg),
+        Framing::Envelope(ch) => codec::encode_enveloped(encoding, ch, msg),
+    };
+    out.send(bytes).await.map_err(|_| ClientError::Closed)
+}
+
+/// The sending half of a [`Channel`] (see [`Channel::split`]).
+#[derive(Debug)]
+pub struct ChannelSender {
+    id: ChannelId,
+    encoding: Encoding,
+    framing: Framing,
+    out: mpsc::Sender<Vec<u8>>,
+}
+
+impl ChannelSender {
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    /// Sends `msg` exactly as it is.
+    pub async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        send_on(self.framing, self.encoding, &self.out, msg).await
+    }
+}
+
 /// What the server told the client in `welcome`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Welcome {
@@ -280,6 +328,34 @@ pub struct Welcome {
     pub peer_id: PeerId,
     pub user_id: String,
     pub limits: SessionLimits,
+    /// Gives a later connection this session back ([`Pending::resume`]).
+    pub resume_token: Option<Token>,
+    /// This session was resumed (same session and peer id).
+    pub resumed: bool,
+}
+
+/// The answer to a resuming `hello`.
+pub enum Resumption {
+    /// The session is back: same session and peer id; join its rooms again with
+    /// [`Client::rejoin`].
+    Resumed(Client),
+    /// The server refused (the code says why: `resume_expired`, ...); the
+    /// connection waits for a plain [`Pending::hello`].
+    Refused {
+        pending: Pending,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The answer to a resuming `join`.
+pub enum Rejoin {
+    /// The room is back as it was: the missed events follow on its channel;
+    /// `last_seq` is the last `seq` the server accepted from this client there.
+    Resumed { room: Room, last_seq: Seq },
+    /// Some missed events were lost: the room starts afresh with its members
+    /// (the other members noticed nothing).
+    Restarted(Room),
 }
 
 /// The transport underneath a client, able to open more channels.
@@ -312,13 +388,36 @@ impl Pending {
     }
 
     /// Says `hello` (with the token unless it went in the URL) and waits for `welcome`.
-    pub async fn hello(mut self) -> Result<Client, ClientError> {
-        let token = self.token.take().map(Token);
+    pub async fn hello(self) -> Result<Client, ClientError> {
+        match self.say_hello(None).await? {
+            Ok(client) => Ok(client),
+            Err((_, code, message)) => Err(ClientError::Server { code, message }),
+        }
+    }
+
+    /// Says `hello` with the `resume_token` of a session whose connection was
+    /// lost, and waits for the answer.
+    pub async fn resume(self, resume_token: Token) -> Result<Resumption, ClientError> {
+        Ok(match self.say_hello(Some(resume_token)).await? {
+            Ok(client) => Resumption::Resumed(client),
+            Err((pending, code, message)) => Resumption::Refused { pending, code, message },
+        })
+    }
+
+    /// Sends `hello`; an `error` answering it comes back with the connection.
+    async fn say_hello(
+        mut self,
+        resume: Option<Token>,
+    ) -> Result<Result<Client, (Pending, ErrorCode, String)>, ClientError> {
+        // The token is sent with every hello: after a refused resume the
+        // server also takes a plain hello without one (it remembers it).
+        let token = self.token.clone().map(Token);
         self.control
             .send(&ClientMessage::Hello {
                 id: Some(0),
                 version: self.version,
                 token,
+                resume,
             })
             .await?;
         loop {
@@ -329,6 +428,8 @@ impl Pending {
                     peer_id,
                     user_id,
                     limits,
+                    resume_token,
+                    resumed,
                     ..
                 }) => {
                     let welcome = Welcome {
@@ -337,20 +438,29 @@ impl Pending {
                         peer_id,
                         user_id,
                         limits,
+                        resume_token,
+                        resumed,
                     };
-                    return Ok(Client {
+                    return Ok(Ok(Client {
                         link: self.link,
                         control: self.control,
                         welcome,
                         next_request: AtomicU32::new(1),
-                    });
+                    }));
                 }
+                Some(ServerMessage::Error {
+                    id: Some(0),
+                    code,
+                    message,
+                }) if is_resume_refusal(code) => return Ok(Err((self, code, message))),
                 Some(ServerMessage::Error { code, message, .. } | ServerMessage::Goodbye { code, message }) => {
                     return Err(ClientError::Server { code, message });
                 }
                 // Answers to whatever the application sent before hello.
                 Some(ServerMessage::Pong { .. } | ServerMessage::Ack { .. }) => continue,
-                Some(other) => return Err(ClientError::Protocol(format!("expected welcome, got {}", other.kind()))),
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!("expected welcome, got {}", other.kind())));
+                }
                 None => return Err(ClientError::Closed),
             }
         }
@@ -360,6 +470,18 @@ impl Pending {
     pub fn close(&self) {
         self.link.close();
     }
+}
+
+/// The codes that refuse a resume but leave the connection open for a plain `hello`.
+fn is_resume_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ResumeExpired
+            | ErrorCode::ResumeInvalid
+            | ErrorCode::ResumeUsed
+            | ErrorCode::ResumeElsewhere
+            | ErrorCode::WrongUser
+    )
 }
 
 impl Link {
@@ -429,6 +551,18 @@ impl Client {
         &mut self.control
     }
 
+    /// Takes the control channel's inbox, for a task that reads it while
+    /// another uses the client; [`Client::control`] receives nothing after this.
+    pub fn take_control_inbox(&mut self) -> mpsc::Receiver<ServerMessage> {
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.control.inbox, closed)
+    }
+
+    /// Sends a message on the control channel.
+    pub async fn send_control(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        self.control.send(msg).await
+    }
+
     /// A fresh request id.
     pub fn next_request_id(&self) -> RequestId {
         self.next_request.fetch_add(1, Ordering::Relaxed)
@@ -444,22 +578,45 @@ impl Client {
 
     /// Joins a room on a channel of its own.
     pub async fn join(&self, room: &str) -> Result<Room, ClientError> {
+        match self.join_with(room, None).await? {
+            Rejoin::Restarted(room) => Ok(room),
+            Rejoin::Resumed { .. } => Err(ClientError::Protocol("rejoined without resume_after".into())),
+        }
+    }
+
+    /// After a resumed `welcome`: joins a room of the resumed session again on
+    /// a new channel, having received its first `received` events.
+    pub async fn rejoin(&self, room: &str, received: EventCount) -> Result<Rejoin, ClientError> {
+        self.join_with(room, Some(received)).await
+    }
+
+    async fn join_with(&self, room: &str, resume_after: Option<EventCount>) -> Result<Rejoin, ClientError> {
         let mut channel = self.open_channel().await?;
         let id = self.next_request_id();
         channel
             .send(&ClientMessage::Join {
                 id: Some(id),
                 room: room.to_owned(),
+                resume_after,
             })
             .await?;
         loop {
             match channel.recv().await {
                 Some(ServerMessage::Joined { members, room, .. }) => {
-                    return Ok(Room {
+                    return Ok(Rejoin::Restarted(Room {
                         channel,
                         name: room,
                         members,
-                    });
+                    }));
+                }
+                Some(ServerMessage::Rejoined { room, last_seq, .. }) => {
+                    channel.set_next_seq(last_seq + 1);
+                    let room = Room {
+                        channel,
+                        name: room,
+                        members: Vec::new(),
+                    };
+                    return Ok(Rejoin::Resumed { room, last_seq });
                 }
                 Some(ServerMessage::Error { code, message, .. }) => {
                     return Err(ClientError::Server { code, message });

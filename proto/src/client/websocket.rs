@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
@@ -150,7 +150,7 @@ impl Link {
             framing: Framing::Envelope(id),
             out: self.out.clone(),
             inbox: in_rx,
-            next_seq: Default::default(),
+            next_seq: AtomicU64::new(1),
         }
     }
 

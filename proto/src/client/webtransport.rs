@@ -1,7 +1,7 @@
 //! The client over WebTransport: one bidirectional stream per channel.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use wtransport::endpoint::endpoint_side;
@@ -72,7 +72,7 @@ impl Link {
             framing: Framing::Stream,
             out: out_tx,
             inbox: in_rx,
-            next_seq: Default::default(),
+            next_seq: AtomicU64::new(1),
         })
     }
 

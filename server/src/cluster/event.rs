@@ -24,6 +24,10 @@ pub enum Event {
         from: PeerId,
         msg: ServerMessage,
     },
+    /// A client tried to resume the session `session` (held by the receiving
+    /// node) on another node, which starts a new session instead: the held
+    /// one ends now if it is `user`'s (its peers see it leave).
+    Release { session: [u8; 16], user: String },
 }
 
 /// Events larger than this are refused on decoding (a relayed message is at

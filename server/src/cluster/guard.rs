@@ -44,6 +44,15 @@ impl Tagger {
         }
     }
 
+    /// A key for `purpose`, the same on every node, derived from the shared secret.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(self.salt);
+        hash.update(b"\0derive\0");
+        hash.update(purpose.as_bytes());
+        hash.finalize().into()
+    }
+
     pub fn tag(&self, key: ClientKey) -> AddressTag {
         let mut hash = Sha256::new();
         hash.update(self.salt);

@@ -30,6 +30,7 @@ use self::relay::{Ack, Op, Outbound};
 use crate::room::Remote;
 use crate::session::Hub;
 use crate::session::addr::ClientKey;
+use crate::session::resume::SessionKey;
 
 /// Items that may wait for the relay's publisher.
 const RELAY_QUEUE: usize = 65_536;
@@ -195,6 +196,26 @@ impl Cluster {
             op: Some(Op::Leave(room.clone(), peer)),
             ack: None,
         });
+    }
+
+    /// Asks `node` to end the session `key` it holds for `user` (the client
+    /// tried to resume it here and starts a new session instead).
+    pub fn release_elsewhere(&self, node: &str, key: SessionKey, user: &str) {
+        let event = Event::Release {
+            session: key.0,
+            user: user.to_owned(),
+        };
+        self.enqueue(Outbound {
+            event: Some(event),
+            nodes: vec![node.into()],
+            op: None,
+            ack: None,
+        });
+    }
+
+    /// Secret material every node derives alike from the shared secret, for `purpose`.
+    pub fn shared_key(&self, purpose: &str) -> [u8; 32] {
+        self.settings.tagger.derive(purpose)
     }
 
     /// Carries a message to the members of `room` on `nodes` (`to` one peer, or

@@ -22,6 +22,7 @@ use super::{guard, members};
 use crate::room::Remote;
 use crate::session::Hub;
 use crate::session::outbox::Outbox;
+use crate::session::resume::SessionKey;
 
 /// Marks one life of Redis's data set: a node that finds another value there
 /// knows Redis restarted empty.
@@ -182,6 +183,7 @@ fn apply(hub: &Hub, event: Event) {
                 hub.rooms.deliver_relayed(&room, to, from, msg);
             }
         }
+        Event::Release { session, user } => hub.resumption.release(SessionKey(session), &user),
     }
 }
 

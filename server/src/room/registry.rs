@@ -9,22 +9,55 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use proto::{ChannelId, Member, PeerId, RequestId, RoomId, ServerMessage};
+use proto::{ChannelId, EventCount, Member, PeerId, RequestId, RoomId, Seq, ServerMessage};
 
+use super::replay::{Replay, ReplayMemory};
 use crate::session::outbox::Outbox;
 
 const SHARDS: usize = 64;
 
 /// A session's place in a room.
-#[derive(Clone)]
 pub struct Seat {
     pub peer_id: PeerId,
     pub user_id: Arc<str>,
-    pub channel: ChannelId,
-    pub outbox: Arc<Outbox>,
+    link: Link,
+    /// The room's events sent to the seat and not acknowledged yet.
+    replay: Replay,
+}
+
+/// Where a seat's messages go.
+enum Link {
+    /// To the channel the room uses on the session's connection.
+    Attached { channel: ChannelId, outbox: Arc<Outbox> },
+    /// Nowhere yet: the session lost its connection (or was just resumed and
+    /// has not joined this room's channel again). Events are only kept.
+    Held,
 }
 
 impl Seat {
+    pub fn new(
+        peer_id: PeerId,
+        user_id: Arc<str>,
+        channel: ChannelId,
+        outbox: Arc<Outbox>,
+        memory: Arc<ReplayMemory>,
+    ) -> Self {
+        Self {
+            peer_id,
+            user_id,
+            link: Link::Attached { channel, outbox },
+            replay: Replay::new(memory),
+        }
+    }
+
+    /// The channel the seat was joined on (none while held).
+    pub fn channel(&self) -> Option<ChannelId> {
+        match &self.link {
+            Link::Attached { channel, .. } => Some(*channel),
+            Link::Held => None,
+        }
+    }
+
     fn member(&self) -> Member {
         Member {
             peer_id: self.peer_id,
@@ -32,11 +65,28 @@ impl Seat {
         }
     }
 
-    /// Queues `msg` for this seat (a seat that cannot keep up is cut off);
-    /// returns whether it was queued.
-    fn deliver(&self, msg: Arc<ServerMessage>) -> bool {
-        self.outbox.deliver(self.channel, msg)
+    /// Queues `msg` for this seat (a seat that cannot keep up is cut off), and
+    /// keeps it for a resume if it is one of the room's events; returns whether
+    /// it was queued (or kept, for a held seat).
+    fn deliver(&mut self, msg: Arc<ServerMessage>) -> bool {
+        if msg.is_room_event() {
+            self.replay.record(&msg);
+        }
+        match &self.link {
+            Link::Attached { channel, outbox } => outbox.deliver(*channel, msg),
+            Link::Held => true,
+        }
     }
+}
+
+/// How a resuming join ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reattached {
+    /// `rejoined` and the missed events were queued.
+    Resumed,
+    /// Some missed events were forgotten: `joined` with the members was queued
+    /// instead, and the numbering starts again. The other members saw nothing.
+    Restarted,
 }
 
 /// A member of a room whose session is on another node of the cluster.
@@ -85,9 +135,9 @@ impl Room {
         nodes
     }
 
-    fn tell_seats(&self, msg: ServerMessage) {
+    fn tell_seats(&mut self, msg: ServerMessage) {
         let msg = Arc::new(msg);
-        for seat in &self.seats {
+        for seat in &mut self.seats {
             seat.deliver(msg.clone());
         }
     }
@@ -167,6 +217,7 @@ impl Rooms {
             }
             return Err(JoinError::Full);
         }
+        let mut seat = seat;
         seat.deliver(Arc::new(ServerMessage::Joined {
             id,
             room: room.to_string(),
@@ -175,6 +226,84 @@ impl Rooms {
         entry.tell_seats(ServerMessage::PeerJoined { peer: seat.member() });
         entry.seats.push(seat);
         Ok(entry.nodes())
+    }
+
+    /// Detaches `peer`'s seat in `room` from its connection: its events are
+    /// kept, nobody is told. Returns whether the seat was there.
+    pub fn hold(&self, room: &RoomId, peer: PeerId) -> bool {
+        let mut shard = self.shard(room);
+        let Some(seat) = shard
+            .get_mut(room)
+            .and_then(|entry| entry.seats.iter_mut().find(|s| s.peer_id == peer))
+        else {
+            return false;
+        };
+        seat.link = Link::Held;
+        true
+    }
+
+    /// Attaches `peer`'s held seat in `room` to `channel` of `outbox` and
+    /// queues, under the room's lock, `rejoined` (answering `id`, with the
+    /// client's `last_seq`) and the events after the client's first `after`;
+    /// or, if some were forgotten, `joined` with the members. `None` if the
+    /// seat is not there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reattach(
+        &self,
+        room: &RoomId,
+        peer: PeerId,
+        channel: ChannelId,
+        outbox: Arc<Outbox>,
+        id: Option<RequestId>,
+        after: EventCount,
+        last_seq: Seq,
+    ) -> Option<Reattached> {
+        let mut shard = self.shard(room);
+        let entry = shard.get_mut(room)?;
+        let members = entry.members();
+        let seat = entry.seats.iter_mut().find(|s| s.peer_id == peer)?;
+        let resumed = match seat.replay.after(after) {
+            Some(missed) => {
+                outbox.deliver(
+                    channel,
+                    Arc::new(ServerMessage::Rejoined {
+                        id,
+                        room: room.to_string(),
+                        last_seq,
+                    }),
+                );
+                for msg in missed {
+                    outbox.deliver(channel, msg);
+                }
+                Reattached::Resumed
+            }
+            None => {
+                seat.replay.restart();
+                let members = members.into_iter().filter(|m| m.peer_id != peer).collect();
+                outbox.deliver(
+                    channel,
+                    Arc::new(ServerMessage::Joined {
+                        id,
+                        room: room.to_string(),
+                        members,
+                    }),
+                );
+                Reattached::Restarted
+            }
+        };
+        seat.link = Link::Attached { channel, outbox };
+        Some(resumed)
+    }
+
+    /// The client behind `peer` has the first `upto` events of `room`.
+    pub fn received(&self, room: &RoomId, peer: PeerId, upto: EventCount) {
+        let mut shard = self.shard(room);
+        if let Some(seat) = shard
+            .get_mut(room)
+            .and_then(|entry| entry.seats.iter_mut().find(|s| s.peer_id == peer))
+        {
+            seat.replay.acknowledge(upto);
+        }
     }
 
     /// Removes `peer` from `room` and tells the others. Returns the other
@@ -196,9 +325,9 @@ impl Rooms {
 
     /// Delivers `msg` to `to` in `room`, or says which node holds `to`.
     pub fn send_to(&self, room: &RoomId, to: PeerId, msg: ServerMessage) -> Result<Delivery, UnknownPeer> {
-        let shard = self.shard(room);
-        let entry = shard.get(room).ok_or(UnknownPeer)?;
-        if let Some(seat) = entry.seats.iter().find(|s| s.peer_id == to) {
+        let mut shard = self.shard(room);
+        let entry = shard.get_mut(room).ok_or(UnknownPeer)?;
+        if let Some(seat) = entry.seats.iter_mut().find(|s| s.peer_id == to) {
             // A peer whose session is ending is as good as gone.
             return if seat.deliver(Arc::new(msg)) {
                 Ok(Delivery::Local)
@@ -218,11 +347,11 @@ impl Rooms {
     /// nodes with members here and the message, for the relay.
     pub fn broadcast(&self, room: &RoomId, from: PeerId, msg: ServerMessage) -> (Vec<Arc<str>>, Arc<ServerMessage>) {
         let msg = Arc::new(msg);
-        let shard = self.shard(room);
-        let Some(entry) = shard.get(room) else {
+        let mut shard = self.shard(room);
+        let Some(entry) = shard.get_mut(room) else {
             return (Vec::new(), msg);
         };
-        for seat in entry.seats.iter().filter(|s| s.peer_id != from) {
+        for seat in entry.seats.iter_mut().filter(|s| s.peer_id != from) {
             seat.deliver(msg.clone());
         }
         (entry.nodes(), msg)
@@ -264,12 +393,12 @@ impl Rooms {
     /// Delivers a message relayed from another node: to `to`, or to every seat
     /// but `from`'s.
     pub fn deliver_relayed(&self, room: &RoomId, to: Option<PeerId>, from: PeerId, msg: ServerMessage) {
-        let shard = self.shard(room);
-        let Some(entry) = shard.get(room) else {
+        let mut shard = self.shard(room);
+        let Some(entry) = shard.get_mut(room) else {
             return;
         };
         let msg = Arc::new(msg);
-        for seat in entry.seats.iter() {
+        for seat in entry.seats.iter_mut() {
             if to.map_or(seat.peer_id != from, |to| seat.peer_id == to) {
                 seat.deliver(msg.clone());
             }
@@ -385,15 +514,14 @@ mod tests {
 
     fn seat(peer: u64) -> (Seat, mpsc::Receiver<Outgoing>) {
         let (outbox, rx) = Outbox::shared(8, 1 << 20);
-        (
-            Seat {
-                peer_id: PeerId(peer),
-                user_id: format!("user{peer}").into(),
-                channel: 1,
-                outbox,
-            },
-            rx,
-        )
+        let seat = Seat::new(
+            PeerId(peer),
+            format!("user{peer}").into(),
+            1,
+            outbox,
+            ReplayMemory::new(1 << 20, 100),
+        );
+        (seat, rx)
     }
 
     fn room(name: &str) -> RoomId {
@@ -496,7 +624,10 @@ mod tests {
         let rooms = Rooms::new(8);
         let (alice, _alice_rx) = seat(1);
         let (bob, _bob_rx) = seat(2);
-        let bob_outbox = bob.outbox.clone();
+        let Link::Attached { outbox: bob_outbox, .. } = &bob.link else {
+            unreachable!()
+        };
+        let bob_outbox = bob_outbox.clone();
         rooms.join(&room("r"), alice, None).unwrap();
         rooms.join(&room("r"), bob, None).unwrap();
         for _ in 0..9 {

@@ -1,4 +1,5 @@
-//! Counters of what the session layer saw: sessions and every error code sent.
+//! Counters of what the session layer saw: sessions opened and resumed, and
+//! every error code sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +10,7 @@ const SLOTS: usize = 128;
 /// Monotonic counters, cheap to bump from any task.
 pub struct Counters {
     sessions_opened: AtomicU64,
+    sessions_resumed: AtomicU64,
     errors: [AtomicU64; SLOTS],
 }
 
@@ -16,6 +18,7 @@ impl Default for Counters {
     fn default() -> Self {
         Self {
             sessions_opened: AtomicU64::new(0),
+            sessions_resumed: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -28,6 +31,14 @@ impl Counters {
 
     pub fn sessions_opened(&self) -> u64 {
         self.sessions_opened.load(Ordering::Relaxed)
+    }
+
+    pub fn session_resumed(&self) {
+        self.sessions_resumed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sessions_resumed(&self) -> u64 {
+        self.sessions_resumed.load(Ordering::Relaxed)
     }
 
     /// Counts one violation or error reported with `code`.

@@ -23,6 +23,7 @@ use super::auth::{AuthError, Authenticator, Claims};
 use super::blocklist::{BlockPolicy, Blocklist, Strike};
 use super::counters::Counters;
 use super::outbox::{Outbox, Outgoing};
+use super::resume::{ResumeSettings, Resumption};
 use super::session::Session;
 use super::switches::{Switches, Transport};
 use crate::cluster::{Cluster, guard};
@@ -87,6 +88,8 @@ pub struct Hub {
     pub switches: Switches,
     pub rooms: Rooms,
     pub counters: Counters,
+    /// Sessions that can be resumed, and those held for it.
+    pub resumption: Arc<Resumption>,
     /// This node's place in the cluster, in cluster mode.
     pub cluster: Option<Arc<Cluster>>,
     config: Arc<Config>,
@@ -140,7 +143,20 @@ impl Hub {
         cluster: Option<Arc<Cluster>>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        let resume = ResumeSettings {
+            grace: Duration::from_secs(config.resume_grace_secs),
+            buffer_bytes: config.resume_buffer_bytes as usize,
+            // A resume queues what was kept at once: it must fit the queue.
+            buffer_events: (config.outbound_queue_messages as usize / 2).max(1),
+        };
+        // Resume tokens are checked by the node that issued them; in cluster mode
+        // every node can check every node's (to tell a client where its session is).
+        let (mac_key, node) = match &cluster {
+            Some(cluster) => (cluster.shared_key("resume tokens"), cluster.node_id().to_owned()),
+            None => (rand::random(), String::new()),
+        };
         Arc::new(Self {
+            resumption: Arc::new(Resumption::new(resume, mac_key, node)),
             settings: SessionSettings::from_config(config),
             auth,
             admission: Admission::new(AdmissionLimits::from_config(config)),
@@ -350,6 +366,11 @@ impl Hub {
                 transport,
             },
         )
+    }
+
+    /// Whether the server is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// A receiver that turns `true` when the server starts shutting down.

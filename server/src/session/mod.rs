@@ -7,6 +7,7 @@
 //! - [`blocklist`]: addresses blocked for failed authentication or abuse;
 //! - [`budget`]: the per-session message and byte budgets;
 //! - [`outbox`]: the bounded outbound queues, and the session's end;
+//! - [`resume`]: sessions that lost their connection, held and resumed on a new one;
 //! - [`score`]: points for violations, which close a session that collects too many;
 //! - [`session`]: the state machine that takes frames in, checks them against
 //!   the limits and decodes them; `requests` acts on each decoded message;
@@ -25,6 +26,7 @@ pub mod counters;
 pub mod hub;
 pub mod outbox;
 mod requests;
+pub mod resume;
 pub mod score;
 #[allow(clippy::module_inception)]
 pub mod session;

@@ -1,18 +1,21 @@
 //! Requests: what the session does with each decoded client message.
 //!
-//! `hello` opens the session and `refresh` renews its token; `join`, `leave`,
-//! `signal` and `broadcast` act on rooms (the last two only with a `seq` above
-//! the channel's last one); `ping` is answered. Every refusal is an `error` with its code, on the
+//! `hello` opens the session (or resumes one, [`super::resume`]) and `refresh`
+//! renews its token; `join`, `leave`, `signal` and `broadcast` act on rooms (the
+//! last two only with a `seq` above the channel's last one), `received`
+//! acknowledges a room's events; `ping` is answered. Every refusal is an `error` with its code, on the
 //! request's channel (errors that end the session go on the control channel,
 //! followed by the `goodbye`). [`super::session`] checks frames against the limits and
 //! decodes them before they get here.
 
 use proto::version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, negotiate};
 use proto::{
-    CONTROL_CHANNEL, ChannelId, ClientMessage, ErrorCode, PeerId, RequestId, RoomId, Seq, ServerMessage, Signal, Token,
+    CONTROL_CHANNEL, ChannelId, ClientMessage, ErrorCode, EventCount, PeerId, RequestId, RoomId, Seq, ServerMessage,
+    Signal, Token,
 };
 
 use super::auth::Claims;
+use super::resume::{ResumeError, SessionKey};
 use super::session::{Phase, Session, State};
 use crate::cluster::ClusterError;
 use crate::cluster::event::Event;
@@ -23,7 +26,15 @@ impl Session {
     pub(super) fn dispatch(&self, state: &mut State, channel: ChannelId, msg: ClientMessage) {
         let id = msg.request_id();
         match (&mut state.phase, msg) {
-            (Phase::AwaitingHello { preauth, .. }, ClientMessage::Hello { id, version, token }) => {
+            (
+                Phase::AwaitingHello { preauth, .. },
+                ClientMessage::Hello {
+                    id,
+                    version,
+                    token,
+                    resume,
+                },
+            ) => {
                 if channel != CONTROL_CHANNEL {
                     return self.error(
                         channel,
@@ -32,10 +43,13 @@ impl Session {
                         "hello goes on the control channel (0)".into(),
                     );
                 }
-                if let Some(claims) = self.hello(id, version, token, preauth.take()) {
-                    state.phase = Phase::open(claims, &self.hub);
-                    // The idle deadline may come before the authentication deadline did.
-                    self.deadline_moved.notify_one();
+                let preauth = preauth.take();
+                let Some((claims, version)) = self.authenticate_hello(id, version, token, preauth) else {
+                    return;
+                };
+                match resume {
+                    Some(resume) => self.hello_resume(state, id, version, claims, &resume),
+                    None => self.open_new(state, id, version, claims),
                 }
             }
             (Phase::AwaitingHello { .. }, _) => {
@@ -54,9 +68,14 @@ impl Session {
                     "the session is already authenticated".into(),
                 );
             }
-            (Phase::Open { claims, .. }, ClientMessage::Join { id, room }) => {
+            (Phase::Open { claims, .. }, ClientMessage::Join { id, room, resume_after }) => {
                 let claims = claims.clone();
-                self.join(state, &claims, channel, id, &room);
+                self.join(state, &claims, channel, id, &room, resume_after);
+            }
+            (Phase::Open { .. }, ClientMessage::Received { upto }) => {
+                if let Some(room) = self.room_of(state, channel, None) {
+                    self.hub.rooms.received(&room, self.peer_id(), upto);
+                }
             }
             (Phase::Open { .. }, ClientMessage::Leave { id }) => self.leave(state, channel, id),
             (Phase::Open { .. }, ClientMessage::Signal { id, seq, to, signal }) => {
@@ -75,10 +94,10 @@ impl Session {
                     return;
                 }
                 let msg = ServerMessage::Broadcast {
-                    from: self.peer_id,
+                    from: self.peer_id(),
                     data,
                 };
-                let (nodes, msg) = self.hub.rooms.broadcast(&room, self.peer_id, msg);
+                let (nodes, msg) = self.hub.rooms.broadcast(&room, self.peer_id(), msg);
                 if nodes.is_empty() {
                     self.ack(channel, id);
                 } else {
@@ -146,14 +165,14 @@ impl Session {
         self.ack(channel, id);
     }
 
-    /// Checks the version and the token; on success sends `welcome`.
-    fn hello(
+    /// Checks the version and the token of a `hello`; a failure ends the session.
+    fn authenticate_hello(
         &self,
         id: Option<RequestId>,
         version: u16,
         token: Option<Token>,
         preauth: Option<Claims>,
-    ) -> Option<Claims> {
+    ) -> Option<(Claims, u16)> {
         let Some(version) = negotiate(version) else {
             self.fatal(
                 id,
@@ -181,22 +200,88 @@ impl Session {
                 return None;
             }
         };
-        tracing::info!(user = %claims.user_id, version, "authenticated");
-        self.send(
-            CONTROL_CHANNEL,
-            ServerMessage::Welcome {
-                id,
-                version,
-                session_id: self.id.clone(),
-                peer_id: self.peer_id,
-                user_id: claims.user_id.to_string(),
-                limits: self.hub.settings.limits.clone(),
-            },
-        );
-        Some(claims)
+        Some((claims, version))
     }
 
-    fn join(&self, state: &mut State, claims: &Claims, channel: ChannelId, id: Option<RequestId>, name: &str) {
+    /// Opens a new session for `claims` and sends `welcome`.
+    fn open_new(&self, state: &mut State, id: Option<RequestId>, version: u16, claims: Claims) {
+        tracing::info!(user = %claims.user_id, version, "authenticated");
+        if self.hub.resumption.settings.enabled() {
+            self.hub.resumption.register(state.key, self.me.clone());
+        }
+        self.send(
+            CONTROL_CHANNEL,
+            self.welcome(id, version, &claims, state.key, state.generation, false),
+        );
+        state.phase = Phase::open(claims, &self.hub);
+        // The idle deadline may come before the authentication deadline did.
+        self.deadline_moved.notify_one();
+    }
+
+    /// `hello` with a resume token: resumes the session it names, or says why
+    /// not and waits for a plain `hello` (the token already checked is kept).
+    fn hello_resume(&self, state: &mut State, id: Option<RequestId>, version: u16, claims: Claims, resume: &Token) {
+        let result = if self.hub.resumption.settings.enabled() {
+            self.resume(state, id, version, claims.clone(), resume)
+        } else {
+            Err(ResumeError::Expired(
+                "this server does not hold sessions (resume_grace_secs is 0)",
+            ))
+        };
+        let Err(e) = result else { return };
+        let code = e.code();
+        if matches!(e, ResumeError::Invalid | ResumeError::WrongUser) {
+            // A forged or stolen token is an attack on someone's session.
+            self.hub.auth_failed(self.ip, code, "resume token refused");
+        } else {
+            self.hub.counters.error(code);
+        }
+        tracing::info!(%code, "resume refused");
+        self.send(
+            CONTROL_CHANNEL,
+            ServerMessage::Error {
+                id,
+                code,
+                message: e.to_string(),
+            },
+        );
+        if let Phase::AwaitingHello { preauth, .. } = &mut state.phase {
+            *preauth = Some(claims);
+        }
+    }
+
+    /// The `welcome` of a session that is new or was just resumed.
+    pub(super) fn welcome(
+        &self,
+        id: Option<RequestId>,
+        version: u16,
+        claims: &Claims,
+        key: SessionKey,
+        generation: u32,
+        resumed: bool,
+    ) -> ServerMessage {
+        let resumption = &self.hub.resumption;
+        ServerMessage::Welcome {
+            id,
+            version,
+            session_id: key.to_string(),
+            peer_id: self.peer_id(),
+            user_id: claims.user_id.to_string(),
+            limits: self.hub.settings.limits.clone(),
+            resume_token: resumption.settings.enabled().then(|| resumption.token(key, generation)),
+            resumed,
+        }
+    }
+
+    fn join(
+        &self,
+        state: &mut State,
+        claims: &Claims,
+        channel: ChannelId,
+        id: Option<RequestId>,
+        name: &str,
+        resume_after: Option<EventCount>,
+    ) {
         let refuse = |code, message: String| {
             self.error(channel, id, code, message);
             // The channel was opened for this room only; close it again.
@@ -222,6 +307,11 @@ impl Session {
             Ok(room) => room,
             Err(e) => return refuse(ErrorCode::InvalidRoom, e.to_string()),
         };
+        if let Some(after) = resume_after
+            && self.rejoin(state, channel, id, &room, after)
+        {
+            return;
+        }
         if !claims.rooms.allows(&room) {
             return refuse(
                 ErrorCode::RoomForbidden,
@@ -238,12 +328,13 @@ impl Session {
                 format!("a session may be in at most {max_rooms} rooms"),
             );
         }
-        let seat = Seat {
-            peer_id: self.peer_id,
-            user_id: claims.user_id.clone(),
+        let seat = Seat::new(
+            self.peer_id(),
+            claims.user_id.clone(),
             channel,
-            outbox: self.outbox.clone(),
-        };
+            self.outbox.clone(),
+            state.replay.clone(),
+        );
         if let Some(cluster) = self.hub.cluster.clone() {
             // The cluster admits the seat (exactly, against every node's
             // members) before this node seats it; the answer comes later.
@@ -275,6 +366,38 @@ impl Session {
         }
     }
 
+    /// A resuming `join`: attaches the resumed session's seat in `room` to
+    /// `channel` and sends what it missed. False if the room is not one of the
+    /// resumed session's (then it is joined like any room).
+    fn rejoin(
+        &self,
+        state: &mut State,
+        channel: ChannelId,
+        id: Option<RequestId>,
+        room: &RoomId,
+        after: EventCount,
+    ) -> bool {
+        let Some(detached) = state.detached.remove(room) else {
+            return false;
+        };
+        let peer_id = self.peer_id();
+        let Some(how) = self.hub.rooms.reattach(
+            room,
+            peer_id,
+            channel,
+            self.outbox.clone(),
+            id,
+            after,
+            detached.last_seq,
+        ) else {
+            return false;
+        };
+        tracing::debug!(%room, channel, ?how, "room joined again after the resume");
+        state.rooms.insert(channel, room.clone());
+        state.seqs.insert(channel, detached.last_seq);
+        true
+    }
+
     /// Seats a session in a room the cluster admitted it to (or refuses the
     /// join); undoes the admission if the session left the channel meanwhile.
     fn finish_cluster_join(
@@ -285,7 +408,7 @@ impl Session {
         admitted: Result<Vec<Remote>, ClusterError>,
     ) {
         let _enter = self.span.enter();
-        let channel = seat.channel;
+        let Some(channel) = seat.channel() else { return };
         let mut state = self.state.lock().expect("session lock");
         let still_wanted = state.pending.remove(&channel).is_some_and(|r| r == room) && self.outbox.goodbye().is_none();
         let Some(cluster) = self.hub.cluster.as_ref() else {
@@ -296,7 +419,7 @@ impl Session {
             self.outbox.remove_channel(channel);
         };
         match admitted {
-            Ok(_) if !still_wanted => cluster.left(&room, self.peer_id, Vec::new()),
+            Ok(_) if !still_wanted => cluster.left(&room, self.peer_id(), Vec::new()),
             Ok(remote) => {
                 let member = proto::Member {
                     peer_id: seat.peer_id,
@@ -341,7 +464,7 @@ impl Session {
         };
         state.rooms.remove(&channel);
         state.seqs.remove(&channel);
-        self.hub.leave_room(&room, self.peer_id);
+        self.hub.leave_room(&room, self.peer_id());
         tracing::debug!(%room, "room left");
         self.send(
             channel,
@@ -354,7 +477,7 @@ impl Session {
     }
 
     fn signal(&self, room: &RoomId, channel: ChannelId, id: Option<RequestId>, to: PeerId, signal: Signal) {
-        if to == self.peer_id {
+        if to == self.peer_id() {
             return self.error(
                 channel,
                 id,
@@ -373,7 +496,7 @@ impl Session {
             );
         }
         let msg = ServerMessage::Signal {
-            from: self.peer_id,
+            from: self.peer_id(),
             signal,
         };
         match self.hub.rooms.send_to(room, to, msg) {
@@ -405,7 +528,7 @@ impl Session {
         let event = Event::Deliver {
             room: room.to_string(),
             to,
-            from: self.peer_id,
+            from: self.peer_id(),
             msg,
         };
         let ack = id.map(|id| Ack {

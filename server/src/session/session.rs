@@ -5,10 +5,13 @@
 //! rooms, relays signals, answers pings, or reports an error with its code. What
 //! it sends goes into its [`Outbox`]. Its end (a timeout, a slow reader, a fatal
 //! error, shutdown) is announced through the outbox too, and dropping the
-//! session takes it out of every room.
+//! session takes it out of every room. A session whose connection is lost can
+//! instead be held and resumed on a new connection ([`super::resume`]), which
+//! takes over its identity and rooms.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,8 +28,10 @@ use super::blocklist::Strike;
 use super::budget::Budget;
 use super::hub::{Hub, Opening};
 use super::outbox::{Goodbye, Outbox};
+use super::resume::SessionKey;
 use super::score::Score;
 use super::switches::Transport;
+use crate::room::ReplayMemory;
 
 /// At most one budget violation is reported per this interval.
 const BUDGET_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -56,8 +61,24 @@ impl Phase {
     }
 }
 
+/// A room of a resumed session that the client has not joined again yet.
+pub(super) struct Detached {
+    /// The last `seq` accepted from the client in the room.
+    pub(super) last_seq: Seq,
+    /// When the room is left if the client has not joined it again.
+    pub(super) deadline: Instant,
+}
+
 pub(super) struct State {
     pub(super) phase: Phase,
+    /// The session's identity across connections (its `session_id`).
+    pub(super) key: SessionKey,
+    /// The generation of the last resume token handed out.
+    pub(super) generation: u32,
+    /// What the session's seats keep for a resume, across rooms.
+    pub(super) replay: Arc<ReplayMemory>,
+    /// Rooms of a resumed session, until the client joins them again.
+    pub(super) detached: HashMap<RoomId, Detached>,
     pub(super) budget: Budget,
     /// The rooms joined, by the channel each uses.
     pub(super) rooms: HashMap<ChannelId, RoomId>,
@@ -77,8 +98,8 @@ pub struct Session {
     /// The session itself, for work that outlives a request (a cluster join).
     pub(super) me: std::sync::Weak<Session>,
     pub(super) hub: Arc<Hub>,
-    pub(super) id: String,
-    pub(super) peer_id: PeerId,
+    /// The peer id (a resumed session takes its predecessor's).
+    peer_id: AtomicU64,
     pub(super) outbox: Arc<Outbox>,
     pub(super) state: Mutex<State>,
     /// Wakes [`Session::closed`] when a deadline may have moved earlier.
@@ -94,16 +115,18 @@ enum Deadline {
     End(Goodbye),
     /// Tell the client its token is about to expire.
     Notice,
+    /// Leave the rooms of a resumed session that were not joined again in time.
+    Detached,
 }
 
 impl Session {
     pub(super) fn open(hub: Arc<Hub>, opening: Opening) -> Arc<Self> {
         let now = Instant::now();
-        let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let key = SessionKey::random();
         let peer_id = PeerId(rand::random());
         let span = tracing::info_span!(
             "session",
-            session = %id,
+            session = %key,
             peer = %peer_id,
             ip = %MaskedIp::of(opening.remote.ip()),
             transport = opening.transport.as_str(),
@@ -112,11 +135,19 @@ impl Session {
             opening.outbox.set_encoding_once(encoding);
         }
         span.in_scope(|| tracing::info!("session opened"));
+        let resume = &hub.resumption.settings;
         let state = State {
             phase: Phase::AwaitingHello {
                 deadline: now + hub.settings.auth_timeout,
                 preauth: opening.claims,
             },
+            key,
+            generation: 0,
+            replay: ReplayMemory::new(
+                if resume.enabled() { resume.buffer_bytes } else { 0 },
+                resume.buffer_events,
+            ),
+            detached: HashMap::new(),
             budget: Budget::new(&hub.settings.limits, now),
             rooms: HashMap::new(),
             pending: HashMap::new(),
@@ -128,8 +159,7 @@ impl Session {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             hub,
-            id,
-            peer_id,
+            peer_id: AtomicU64::new(peer_id.0),
             outbox: opening.outbox,
             state: Mutex::new(state),
             deadline_moved: tokio::sync::Notify::new(),
@@ -154,7 +184,24 @@ impl Session {
     }
 
     pub fn peer_id(&self) -> PeerId {
-        self.peer_id
+        PeerId(self.peer_id.load(Ordering::Acquire))
+    }
+
+    pub(super) fn set_peer_id(&self, peer_id: PeerId) {
+        self.peer_id.store(peer_id.0, Ordering::Release);
+    }
+
+    /// The authenticated user, once the session is open.
+    pub fn user_id(&self) -> Option<String> {
+        match &self.state.lock().expect("session lock").phase {
+            Phase::Open { claims, .. } => Some(claims.user_id.to_string()),
+            Phase::AwaitingHello { .. } => None,
+        }
+    }
+
+    /// What the session keeps for a resume.
+    pub(super) fn replay_memory(&self) -> Arc<ReplayMemory> {
+        self.state.lock().expect("session lock").replay.clone()
     }
 
     /// The largest frame a transport should read whole.
@@ -214,7 +261,7 @@ impl Session {
         // A cluster join still under way finds its channel gone and undoes itself.
         state.pending.remove(&channel);
         if let Some(room) = state.rooms.remove(&channel) {
-            self.hub.leave_room(&room, self.peer_id);
+            self.hub.leave_room(&room, self.peer_id());
             tracing::debug!(%room, "room left (channel closed)");
         }
         self.outbox.remove_channel(channel);
@@ -246,6 +293,7 @@ impl Session {
                         match action {
                             Deadline::End(goodbye) => self.end(goodbye),
                             Deadline::Notice => self.token_expiring(),
+                            Deadline::Detached => self.leave_detached(),
                         }
                     }
                 }
@@ -256,7 +304,7 @@ impl Session {
     /// The session's next deadline and what happens then.
     fn deadline(&self) -> (Instant, Deadline) {
         let state = self.state.lock().expect("session lock");
-        match state.phase {
+        let (at, action) = match state.phase {
             Phase::AwaitingHello { deadline, .. } => (
                 deadline,
                 Deadline::End(Goodbye::new(
@@ -281,6 +329,10 @@ impl Session {
                     "nothing arrived within the idle timeout; send pings",
                 )),
             ),
+        };
+        match state.detached.values().map(|d| d.deadline).min() {
+            Some(first) if first < at => (first, Deadline::Detached),
+            _ => (at, action),
         }
     }
 
@@ -430,8 +482,30 @@ impl Session {
 
     fn leave_all_rooms(&self) {
         let mut state = self.state.lock().expect("session lock");
+        let peer_id = self.peer_id();
         for (_, room) in state.rooms.drain() {
-            self.hub.leave_room(&room, self.peer_id);
+            self.hub.leave_room(&room, peer_id);
+        }
+        for (room, _) in state.detached.drain() {
+            self.hub.leave_room(&room, peer_id);
+        }
+    }
+
+    /// Leaves the rooms of a resumed session that the client did not join again in time.
+    fn leave_detached(&self) {
+        let mut state = self.state.lock().expect("session lock");
+        let now = Instant::now();
+        let peer_id = self.peer_id();
+        let late: Vec<RoomId> = state
+            .detached
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in late {
+            state.detached.remove(&room);
+            tracing::debug!(%room, "room left (not joined again after the resume)");
+            self.hub.leave_room(&room, peer_id);
         }
     }
 }
@@ -439,10 +513,12 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let _enter = self.span.enter();
+        let peer_id = PeerId(*self.peer_id.get_mut());
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for room in state.rooms.values() {
-            self.hub.leave_room(room, self.peer_id);
+        for room in state.rooms.values().chain(state.detached.keys()) {
+            self.hub.leave_room(room, peer_id);
         }
+        self.hub.resumption.unregister(state.key, self);
         self.hub.session_closed(self.transport);
         tracing::info!("session closed");
     }
@@ -515,6 +591,7 @@ mod tests {
                 id: Some(1),
                 version: 1,
                 token: Some(Harness::token(user)),
+                resume: None,
             },
         );
         assert!(matches!(next(queue), (0, ServerMessage::Welcome { id: Some(1), .. })));
@@ -538,6 +615,7 @@ mod tests {
             ClientMessage::Join {
                 id: Some(2),
                 room: "r".into(),
+                resume_after: None,
             },
         );
         assert!(matches!(next(&mut alice_q), (1, ServerMessage::Joined { members, .. }) if members.is_empty()));
@@ -547,6 +625,7 @@ mod tests {
             ClientMessage::Join {
                 id: Some(2),
                 room: "r".into(),
+                resume_after: None,
             },
         );
         assert!(matches!(next(&mut bob_q), (5, ServerMessage::Joined { members, .. }) if members.len() == 1));
@@ -608,6 +687,7 @@ mod tests {
             ClientMessage::Join {
                 id: None,
                 room: "r".into(),
+                resume_after: None,
             },
         );
         send(
@@ -616,6 +696,7 @@ mod tests {
             ClientMessage::Join {
                 id: None,
                 room: "r".into(),
+                resume_after: None,
             },
         );
         let _ = (next(&mut alice_q), next(&mut alice_q), next(&mut bob_q));

@@ -79,44 +79,81 @@ async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
     let outbox = session.outbox().clone();
     let span = session.span().clone();
     let (mut sink, mut stream) = socket.split();
-    let said_goodbye = async {
+    let end = async {
         // The session's end is watched here, not between writes: a writer stuck
         // on a client that stopped reading must not keep the session alive.
         // (Cancelling a WebSocket send is safe: a message is either wholly in
         // the socket's buffer or not at all.)
-        let goodbye = tokio::select! {
-            () = write(&mut sink, &mut queue, &outbox) => None,
-            () = read(&mut stream, &session) => None,
-            goodbye = session.closed() => Some(goodbye),
+        let end = tokio::select! {
+            () = write(&mut sink, &mut queue, &outbox) => End::Lost,
+            end = read(&mut stream, &session) => end,
+            goodbye = session.closed() => End::Goodbye(goodbye),
         };
-        let Some(goodbye) = goodbye else { return false };
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye)).await;
-        true
+        if let End::Goodbye(goodbye) = &end {
+            let _ =
+                tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye.clone())).await;
+        }
+        end
     }
     .instrument(span)
     .await;
-    // The session is over: its connection slot is free before the client is waited for.
-    drop(session);
-    if said_goodbye {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut stream)).await;
+    match end {
+        // The session layer may hold the session for a resume.
+        End::Lost => session.connection_lost(),
+        // The session is over: its connection slot is free before the client is waited for.
+        End::Closed => drop(session),
+        End::Goodbye(_) => {
+            drop(session);
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut stream)).await;
+        }
     }
+}
+
+/// How a WebSocket session ended.
+enum End {
+    /// The session ended (said goodbye).
+    Goodbye(Goodbye),
+    /// The client closed the WebSocket.
+    Closed,
+    /// The connection broke without a close.
+    Lost,
 }
 
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
-async fn read(stream: &mut Stream, session: &Session) {
+/// Reads frames into the session until the client closes the WebSocket
+/// ([`End::Closed`]) or the connection breaks ([`End::Lost`]).
+async fn read(stream: &mut Stream, session: &Session) -> End {
     while let Some(msg) = stream.next().await {
         let msg = match msg {
             Ok(msg) => msg,
-            Err(e) => return tracing::debug!(error = %e, "WebSocket read failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket read failed");
+                return broken(e);
+            }
         };
         match msg {
             Message::Text(text) => session.on_envelope_frame(Encoding::Json, text.as_bytes()),
             Message::Binary(bin) => session.on_envelope_frame(Encoding::Bincode, &bin),
-            Message::Close(_) => break,
+            Message::Close(_) => return End::Closed,
             // Pings are answered by the WebSocket layer; they still show the client is there.
             Message::Ping(_) | Message::Pong(_) => session.on_keepalive(),
         }
+    }
+    End::Lost
+}
+
+/// Why reading failed: the connection broke (lost, the session may be
+/// resumed), or the client broke the WebSocket protocol (invalid UTF-8, a
+/// message over the limit), which ends the session like a close.
+fn broken(error: axum::Error) -> End {
+    use tungstenite::error::{Error, ProtocolError};
+    match error.into_inner().downcast_ref::<Error>() {
+        Some(Error::Io(_) | Error::ConnectionClosed | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+            End::Lost
+        }
+        Some(_) => End::Closed,
+        None => End::Lost,
     }
 }
 

@@ -14,12 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use proto::frame::{FrameError, read_frame};
 use proto::{CONTROL_CHANNEL, ChannelId, Encoding};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use wtransport::endpoint::{IncomingSession, endpoint_side};
+use wtransport::error::ConnectionError;
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, StreamId, VarInt};
 
 use super::FLUSH_TIMEOUT;
@@ -133,15 +135,32 @@ fn channel_of(conn: &Connection, stream: StreamId) -> Option<ChannelId> {
     ChannelId::try_from(index.checked_sub(1)?).ok()
 }
 
+/// How a WebTransport session ended.
+enum End {
+    /// The session ended (said goodbye).
+    Goodbye(Goodbye),
+    /// The client closed the connection or its control stream.
+    Closed,
+    /// The connection broke (timed out, or a protocol error).
+    Lost,
+}
+
 /// Runs one session: accepts its streams, and closes it when it ends.
 async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
     let mut readers = JoinSet::new();
     let mut writers = JoinSet::new();
     let mut control_writer = None;
-    let goodbye = loop {
+    let end = loop {
         tokio::select! {
             stream = conn.accept_bi() => {
-                let Ok((send, recv)) = stream else { break None };
+                let (send, recv) = match stream {
+                    Ok(stream) => stream,
+                    Err(ConnectionError::ApplicationClosed(_) | ConnectionError::ConnectionClosed(_)) => break End::Closed,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebTransport connection lost");
+                        break End::Lost;
+                    }
+                };
                 let Some(channel) = channel_of(&conn, send.id()) else { continue };
                 let queue = session.add_channel(channel);
                 if channel == CONTROL_CHANNEL {
@@ -151,20 +170,33 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
                 }
                 readers.spawn(read_channel(recv, channel, session.clone(), encoding).in_current_span());
             }
-            goodbye = session.closed() => break Some(goodbye),
+            goodbye = session.closed() => break End::Goodbye(goodbye),
             Some(done) = readers.join_next() => {
-                if let Ok(CONTROL_CHANNEL) = done {
+                let Ok((channel, finished)) = done else { continue };
+                let alive = conn.closed().now_or_never().is_none();
+                if channel == CONTROL_CHANNEL {
                     // The control stream ended: the client is leaving, or the
-                    // session ended it (an unreadable frame) and has a goodbye.
-                    break session.outbox().goodbye();
+                    // session ended it (an unreadable frame) and has a goodbye,
+                    // or the connection broke.
+                    match session.outbox().goodbye() {
+                        Some(goodbye) => break End::Goodbye(goodbye),
+                        None if finished || alive => break End::Closed,
+                        None => break End::Lost,
+                    }
+                }
+                // A room's stream that the client finished or reset on a live
+                // connection: the room is left. On a lost connection the session
+                // may be resumed, rooms included.
+                if finished || alive {
+                    session.on_channel_closed(channel);
                 }
             }
             // Rooms that were left: their writers are done.
             Some(_) = writers.join_next() => {}
         }
     };
-    match (goodbye, control_writer) {
-        (Some(goodbye), writer) => {
+    match (&end, control_writer) {
+        (End::Goodbye(goodbye), writer) => {
             if let Some(writer) = writer {
                 // The control writer sends what is queued and the goodbye, then finishes.
                 let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
@@ -174,7 +206,7 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
                 goodbye.code.as_str().as_bytes(),
             );
         }
-        (None, writer) => {
+        (End::Closed | End::Lost, writer) => {
             if let Some(writer) = writer {
                 writer.abort();
             }
@@ -184,37 +216,46 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
     tracing::debug!("WebTransport connection closed");
     readers.abort_all();
     writers.abort_all();
+    // The readers' and writers' references are gone once they are aborted.
+    while readers.join_next().await.is_some() {}
+    while writers.join_next().await.is_some() {}
+    if let End::Lost = end {
+        // The session layer may hold the session for a resume.
+        session.connection_lost();
+    }
 }
 
-/// Reads a channel's frames into the session; returns the channel when its stream ends.
+/// Reads a channel's frames into the session; returns the channel when its
+/// stream ends, and whether it ended in order (finished by the client, or
+/// done because the room was left) rather than broken.
 async fn read_channel(
     mut recv: RecvStream,
     channel: ChannelId,
     session: Arc<Session>,
     encoding: Encoding,
-) -> ChannelId {
+) -> (ChannelId, bool) {
     let mut buf = Vec::new();
     let max = session.max_frame();
-    loop {
+    let finished = loop {
         match read_frame(&mut recv, &mut buf, max).await {
             Ok(true) => {
                 session.on_stream_frame(channel, encoding, &buf);
                 // A left room's (or refused join's) stream is done: stop reading it,
                 // which also tells the client (STOP_SENDING) and frees the stream.
                 if session.outbox().is_finished(channel) {
-                    break;
+                    break true;
                 }
             }
             Err(FrameError::TooLarge { len, .. }) => session.on_oversized_frame(len),
             Err(FrameError::Unskippable { len }) => {
                 session.on_unframeable(channel, len);
-                break;
+                break true;
             }
-            Ok(false) | Err(_) => break,
+            Ok(false) => break true,
+            Err(_) => break false,
         }
-    }
-    session.on_channel_closed(channel);
-    channel
+    };
+    (channel, finished)
 }
 
 async fn write_room(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, outbox: Arc<Outbox>) {
