@@ -534,7 +534,9 @@ impl Driver {
     /// Replaces the lost connection: resumes the session, or opens a new one.
     /// False when it gave up.
     async fn reconnect(&mut self, error: String) -> bool {
-        self.client.close();
+        // The old connection is not closed: a close that reached the server
+        // would end the session. It is dropped once a new one is established;
+        // the server closes it when the session is resumed.
         self.link += 1;
         self.ping = None;
         for room in &mut self.rooms {
@@ -563,7 +565,6 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnecting failed; trying again");
-                    self.client.close();
                     self.link += 1;
                 }
             }
