@@ -217,7 +217,15 @@ function watchClient(c) {
   on("reconnected", (d) => {
     setTransport(c.transport);
     setState(room ? "connected" : "connecting");
-    log("reconnected", describe(d) || `over ${TRANSPORT_LABELS[c.transport] ?? c.transport}`);
+    const over = `over ${TRANSPORT_LABELS[c.transport] ?? c.transport}`;
+    if (d?.resumed) {
+      // Same session and peer id: nobody saw us leave, the calls go on.
+      const restarted = d.restartedRooms?.length ? `; rejoined afresh: ${d.restartedRooms.join(", ")}` : "";
+      log("resumed", `the session is back ${over}, still peer ${short(c.peerId)}${restarted}`);
+    } else {
+      const why = d?.resumeError ? ` (could not resume: ${d.resumeError})` : "";
+      log("reconnected", `new session ${over} as peer ${short(c.peerId)}${why}`);
+    }
     resync();
   });
   on("error", (d) => showError(d, { fatal: false }));

@@ -5,13 +5,15 @@
  * bidirectional stream per channel, frames of a 4-byte big-endian length and
  * UTF-8 JSON) and falls back to a secure WebSocket (one text message per frame,
  * the channel in a `ch` field). The token is sent in `hello`, never in a URL.
- * Lost connections are re-established with backoff and the rooms rejoined.
+ * Lost connections are re-established with backoff: the session is resumed if
+ * the server still holds it, else a new one is opened and the rooms rejoined.
  *
  * @example
  * import { connect, SignalingError } from "/signaling.js";
  *
  * const client = await connect("https://localhost:8443", { token });
- * client.addEventListener("reconnected", (e) => console.log("back, over", e.detail.transport));
+ * client.addEventListener("reconnected", (e) =>
+ *   console.log(e.detail.resumed ? "resumed" : "new session", "over", e.detail.transport));
  * client.addEventListener("closed", (e) => console.log("gone:", e.detail.code));
  *
  * try {
@@ -54,6 +56,27 @@
  * client.addEventListener("tokenrefreshed", (e) => console.log("token good until", new Date(e.detail.expiresAt)));
  * client.addEventListener("error", (e) => console.warn(e.detail.code, e.detail.message));
  *
+ * Session resume: a connection that is lost (it broke, or a ping went a whole
+ * interval without its pong) is not closed: the server holds its session for a
+ * while (its `resume_grace_secs`, 30 s by default) and the other members of its
+ * rooms notice nothing. The client reconnects (WebTransport first in "auto"
+ * mode, so a page whose UDP is blocked now comes back over WSS) and asks for the
+ * session back with the resume token of its last `welcome`. If the server still
+ * holds it, "reconnected" says `resumed: true`: the same `sessionId` and
+ * `peerId`, the same rooms with the same members (no "peer-left" or
+ * "peer-joined"), the events the rooms missed delivered in order, once, and the
+ * signals and broadcasts the server did not get sent again. Otherwise
+ * (`resumed: false`) it is a new session with a new peer id: the other members
+ * saw the old one leave, the rooms were joined afresh, and unacknowledged
+ * signals and broadcasts were dropped. A goodbye (the server ended the session)
+ * or `close()` ends a session for good: no resume follows.
+ *
+ * @example
+ * client.addEventListener("reconnected", (e) => {
+ *   if (!e.detail.resumed) renegotiateEverything(); // new peer id: the others saw us leave
+ *   else for (const name of e.detail.restartedRooms) resync(client.rooms.get(name)); // events were lost
+ * });
+ *
  * @module signaling
  */
 
@@ -88,6 +111,18 @@ const FATAL_CODES = new Set([
   "service_disabled",
   "origin_not_allowed",
 ]);
+/**
+ * The server's refusals of a resuming `hello`: the session cannot be had back (it ended, its hold
+ * ran out, the token was used, or it is another user's), but the connection stays open for a
+ * plain `hello`, which opens a new session.
+ */
+const RESUME_REFUSALS = new Set(["resume_expired", "resume_invalid", "resume_used", "resume_elsewhere", "wrong_user"]);
+/** A room's events between two `received` acknowledgements (also sent on every ping). */
+const RECEIVED_EVERY = 16;
+/** At most this many of a room's signals and broadcasts wait for the server's `ack` to be resent after a resume. */
+const MAX_UNACKED = 256;
+/** The messages of a room's channel that count as its events (numbered for a resume). */
+const ROOM_EVENTS = new Set(["signal", "broadcast", "peer_joined", "peer_left"]);
 /** Errors that are the server's in-band refusal of a session (no fallback to WSS). */
 const refusals = new WeakSet();
 /** Guards the constructors that only this module may call. */
@@ -241,6 +276,8 @@ class Link {
     this.nextChannelId = 1;
     this.maxFrameBytes = HARD_MAX_FRAME;
     this.ended = false;
+    /** Whether close() closed the connection itself. */
+    this.shut = false;
     this.backlog = [];
     this.lostInfo = null;
     this.onMessage = null;
@@ -293,22 +330,36 @@ class Link {
     throw new SignalingError("frame_too_large", `a frame of ${bytes} bytes exceeds max_frame_bytes (${this.maxFrameBytes})`);
   }
 
-  /** The transport dropped: ends the link and tells the listener (once). */
+  /**
+   * The transport dropped (or stopped answering): ends the link and tells the listener (once).
+   * What may still be open of the connection is not closed here: a clean close would end the
+   * session on the server, which holds a lost one for a resume. The client closes the old
+   * connection once a new session is up (see `abandon`).
+   */
   lost(info) {
     if (this.ended) return;
     this.end("connection_lost");
-    // Whatever is still open of the old connection goes too: a half-dead session
-    // must not linger on the server (in its rooms) while a new one is opened.
-    this.shutdown();
     this.lostInfo = info;
     if (this.onLost && !this.backlog.length) this.onLost(info);
   }
 
-  /** Closes the link on our side; pending requests reject with `code`. */
-  close(code = "connection_lost") {
+  /**
+   * Stops using the link without closing its connection: nothing more is sent or handed on
+   * (a `session_resumed` goodbye that the server sends it when the session is resumed elsewhere
+   * is ignored), and pending requests reject with `connection_lost`. `close()` it later.
+   */
+  abandon() {
     if (this.ended) return;
     this.backlog.length = 0;
-    this.end(code);
+    this.end("connection_lost");
+  }
+
+  /** Closes the link on our side (also one that was lost or abandoned); pending requests reject with `code`. */
+  close(code = "connection_lost") {
+    this.backlog.length = 0;
+    if (!this.ended) this.end(code);
+    if (this.shut) return;
+    this.shut = true;
     this.shutdown();
   }
 
@@ -539,9 +590,16 @@ async function openWebTransport(cfg) {
   }
 }
 
-/** Says `hello` and waits for `welcome`; rejects on the server's refusal, a drop or a timeout. */
-function handshake(link, token) {
+/**
+ * Says `hello` and waits for `welcome`; rejects on the server's refusal, a drop or a timeout.
+ * With `resume` (the resume token of a lost session) it asks for that session back first; if the
+ * server refuses (`resume_expired`, ...) it says a plain `hello` on the same connection.
+ * @returns {Promise<{welcome: object, resumeError: string|null}>} `resumeError`: the code of a
+ *   refused resume
+ */
+function handshake(link, token, resume = null) {
   return new Promise((resolve, reject) => {
+    let resumeError = null;
     const fail = (err) => {
       clearTimeout(timer);
       link.close();
@@ -553,7 +611,12 @@ function handshake(link, token) {
       if (msg.type === "welcome") {
         clearTimeout(timer);
         link.listen(null, null); // hold what follows until the client listens
-        resolve(msg);
+        resolve({ welcome: msg, resumeError });
+      } else if (msg.type === "error" && msg.id === HELLO_ID && resume && RESUME_REFUSALS.has(msg.code)) {
+        // The session is gone (or not ours to take): the connection waits for a plain hello.
+        resumeError = msg.code;
+        resume = null;
+        link.send(link.control, { type: "hello", id: HELLO_ID, version: PROTOCOL_VERSION, token });
       } else if (msg.type === "goodbye" || (msg.type === "error" && msg.id === HELLO_ID)) {
         // A failed hello: `error` (with the hello's id) then `goodbye`, same code. Errors without
         // an id (bad_frame, rate_limited, ...) are not fatal: the server keeps waiting.
@@ -562,7 +625,8 @@ function handshake(link, token) {
     };
     const onLost = (info) => fail(info.code ? refusal(info.code, info.reason) : new SignalingError("connection_failed", info.reason));
     link.listen(onMessage, onLost);
-    link.send(link.control, { type: "hello", id: HELLO_ID, version: PROTOCOL_VERSION, token });
+    const hello = { type: "hello", id: HELLO_ID, version: PROTOCOL_VERSION, token };
+    link.send(link.control, resume ? { ...hello, resume } : hello);
   });
 }
 
@@ -583,8 +647,12 @@ function notReached(last, all) {
   );
 }
 
-/** Opens a link (WebTransport first in "auto" mode) and has it welcomed. */
-async function openSession(cfg, token) {
+/**
+ * Opens a link (WebTransport first in "auto" mode) and has it welcomed; with `resume`, asks for
+ * that lost session back (see `handshake`).
+ * @returns {Promise<{link: Link, welcome: object, resumeError: string|null}>}
+ */
+async function openSession(cfg, token, resume = null) {
   const tryWebTransport =
     cfg.transport === "webtransport" || (cfg.transport === "auto" && typeof globalThis.WebTransport === "function");
   const unopened = []; // the errors of transports that did not open
@@ -600,7 +668,7 @@ async function openSession(cfg, token) {
     if (link) {
       opened = true;
       try {
-        return { link, welcome: await handshake(link, token) };
+        return { link, ...(await handshake(link, token, resume)) };
       } catch (err) {
         // The server was reached and refused the session (e.g. auth_failed): WSS would fare no
         // better; unless only WebTransport is switched off.
@@ -614,7 +682,7 @@ async function openSession(cfg, token) {
   } catch (err) {
     throw opened ? err : notReached(err, [...unopened, err]);
   }
-  return { link, welcome: await handshake(link, token) };
+  return { link, ...(await handshake(link, token, resume)) };
 }
 
 /** Checks the options and fills in the defaults. The token is kept apart, so it cannot leak with them. */
@@ -663,8 +731,18 @@ export async function connect(serverUrl, options) {
  * Events (CustomEvent, data in `detail`):
  * - "transport" `{transport}`: a session was established (the first one is dispatched
  *   in a later task, so listeners added right after `await connect()` see it);
- * - "reconnecting" `{attempt, delayMs, reason}`: the next attempt comes in `delayMs`;
- * - "reconnected" `{transport, rooms}`: a new session is up and every room rejoined;
+ * - "reconnecting" `{attempt, delayMs, reason, resuming}`: the next attempt comes in `delayMs`;
+ *   `resuming` says whether it asks for the lost session back (see "Session resume" above);
+ * - "reconnected" `{transport, rooms, resumed, peerId, previousPeerId, restartedRooms, resumeError}`:
+ *   the client is connected again and every room of `rooms` (their names) is joined again.
+ *   `resumed: true`: the lost session was resumed: `peerId` is `previousPeerId`, the rooms and
+ *   their members are as they were, what they missed was delivered and what the server had not
+ *   got was sent again, except in `restartedRooms`, whose missed events the server could not keep:
+ *   those were joined afresh (their members refreshed, with "peer-left"/"peer-joined" for
+ *   changes). `resumed: false`: a new session (its new peer id is `peerId`; the other members
+ *   saw `previousPeerId` leave), every room joined afresh (`restartedRooms` lists them all);
+ *   `resumeError` is the server's code if it refused the resume (`resume_expired`,
+ *   `resume_used`, ...), null if none was tried (the old session ended with a goodbye);
  * - "error" `{code, message}`: an error on the control channel (e.g. `rate_limited`), or a
  *   failed in-band token refresh (`wrong_user`, `auth_failed`, `token_expired`, `refresh_failed`, ...);
  * - "tokenexpiring" `{expiresInMs, refreshing}`: the session's token expires in `expiresInMs`;
@@ -680,9 +758,9 @@ export async function connect(serverUrl, options) {
  */
 export class SignalingClient extends EventTarget {
   /** @type {"webtransport"|"websocket"} */ transport;
-  /** This session's peer id: 16 lowercase hex digits. @type {string} */ peerId;
+  /** This session's peer id: 16 lowercase hex digits; kept by a resume, new with a new session. @type {string} */ peerId;
   /** @type {string} */ userId;
-  /** @type {string} */ sessionId;
+  /** Kept by a resume, new with a new session. @type {string} */ sessionId;
   /** @type {SessionLimits} */ limits;
   /** The joined rooms, by name. @type {Map<string, Room>} */ rooms = new Map();
 
@@ -709,6 +787,13 @@ export class SignalingClient extends EventTarget {
   #refreshTimer = undefined;
   /** Refreshes go one at a time: the control channel holds one request. */
   #refreshQueue = Promise.resolve();
+  /** The resume token of the newest `welcome`; null once the session cannot be resumed. */
+  #resumeToken = null;
+  /** Whether the server holds lost sessions (its `welcome` has a resume token): rooms then number
+   * their signals and broadcasts for a resend, and acknowledge their events with `received`. */
+  #serverHolds = false;
+  /** Lost connections, left open (a clean close would end the held session) until a new session is up. */
+  #stale = [];
 
   /** @hideconstructor */
   constructor(key, cfg, token, link, welcome) {
@@ -817,7 +902,7 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  /** Closes for good: no reconnect. Emits "closed". */
+  /** Closes for good: no reconnect, and the server ends the session at once (it holds only lost ones). Emits "closed". */
   close() {
     this.#finish("closed", "closed by the application");
   }
@@ -830,7 +915,38 @@ export class SignalingClient extends EventTarget {
     if (this.#closed) throw new SignalingError("closed", "the client is closed");
     if (this.rooms.get(room.name) !== room) throw new SignalingError("not_in_room", `not in room ${room.name}`);
     if (!this.#link || !room._channel) throw new SignalingError("not_connected", "reconnecting; try again later");
-    this.#link.send(room._channel, { ...msg, seq: room._nextSeq() });
+    const out = { ...msg, seq: room._nextSeq() };
+    if (this.#serverHolds) {
+      // With an id the server says `ack` once it took the message; until then it is kept, to be
+      // sent again after a resume if the server's `last_seq` says it never arrived.
+      out.id = this.#nextId();
+      room._keep(out, MAX_UNACKED);
+    }
+    try {
+      this.#link.send(room._channel, out);
+    } catch (err) {
+      room._unacked.delete(out.id);
+      throw err;
+    }
+  }
+
+  /**
+   * @internal A room handled one of its events: acknowledges them with `received` every
+   * RECEIVED_EVERY events (and on every ping), so the server can drop what it kept for a resume.
+   */
+  _eventHandled(room) {
+    if (room._events - room._eventsAcked >= RECEIVED_EVERY) this.#acknowledge(room);
+  }
+
+  #acknowledge(room) {
+    const link = this.#link;
+    if (!this.#serverHolds || !link || !room._channel || room._events <= room._eventsAcked) return;
+    try {
+      link.send(room._channel, { type: "received", upto: room._events });
+      room._eventsAcked = room._events;
+    } catch {
+      // not sent: the next ping tries again
+    }
   }
 
   /** @internal Leaves a room; resolves on `left` (or at once if there is no session to leave). */
@@ -861,6 +977,8 @@ export class SignalingClient extends EventTarget {
     this.userId = welcome.user_id;
     this.sessionId = welcome.session_id;
     this.limits = welcome.limits;
+    this.#resumeToken = typeof welcome.resume_token === "string" ? welcome.resume_token : null;
+    this.#serverHolds = this.#resumeToken !== null;
     link.maxFrameBytes = Math.min(HARD_MAX_FRAME, welcome.limits?.max_frame_bytes ?? HARD_MAX_FRAME);
     this.#startPing(link);
     for (const waiter of this.#waiters.splice(0)) waiter.resolve();
@@ -886,6 +1004,7 @@ export class SignalingClient extends EventTarget {
       this.#ponged = false;
       this.#nonce = (this.#nonce + 1) >>> 0;
       link.send(link.control, { type: "ping", nonce: this.#nonce });
+      if (link === this.#link) for (const room of this.rooms.values()) this.#acknowledge(room);
     }, every);
   }
 
@@ -922,10 +1041,19 @@ export class SignalingClient extends EventTarget {
     });
   }
 
-  async #joinOn(link, room) {
+  /**
+   * Joins `room` on a new channel of `link`. With `resumeAfter` (the room's events received so
+   * far), the room of a resumed session is asked back: the answer is `rejoined` (the room
+   * carries on; the missed events follow) or, if the server lost some of them, `joined`.
+   * @returns {Promise<object>} the answer
+   */
+  #joinOn(link, room, resumeAfter = null) {
     const channel = link.openChannel();
     channel.room = room;
-    await this.#request(link, channel, "join", (id) => ({ type: "join", id, room: room.name }));
+    channel.resuming = resumeAfter !== null;
+    return this.#request(link, channel, "join", (id) =>
+      channel.resuming ? { type: "join", id, room: room.name, resume_after: resumeAfter } : { type: "join", id, room: room.name },
+    );
   }
 
   async #whenConnected() {
@@ -939,10 +1067,11 @@ export class SignalingClient extends EventTarget {
   #onMessage(link, channel, msg) {
     if (channel === link.control) return this.#onControl(link, msg);
     const request = channel.request;
-    if (request && msg.id === request.id && ["joined", "left", "error"].includes(msg.type)) {
+    if (request && msg.id === request.id && ["joined", "rejoined", "left", "error"].includes(msg.type)) {
       channel.request = null;
       // Handled at once, so that what follows on the channel finds the room up to date.
-      if (msg.type === "joined") channel.room._attach(channel, msg.members ?? []);
+      if (msg.type === "joined") channel.room._attach(channel, msg.members ?? [], channel.resuming);
+      if (msg.type === "rejoined") this.#resend(link, channel, Number(msg.last_seq) || 0);
       // `left` and a refused `join` end the channel: finish our side too.
       if (msg.type === "left" || (msg.type === "error" && request.type === "join")) link.finish(channel);
       if (msg.type === "error") request.reject(new SignalingError(msg.code, msg.message));
@@ -982,13 +1111,43 @@ export class SignalingClient extends EventTarget {
     this.#dropped(link, info.code ?? "connection_lost", info.reason);
   }
 
-  /** The session is over: reconnect, or close for good. */
+  /**
+   * A room of the resumed session is back on `channel` (`rejoined`): its missed events follow.
+   * Sends again, with their seq, the signals and broadcasts the server did not get (above
+   * `lastSeq`, the last it accepted); numbering goes on from there.
+   */
+  #resend(link, channel, lastSeq) {
+    const room = channel.room;
+    room._reattach(channel, lastSeq);
+    for (const [id, out] of [...room._unacked]) {
+      room._unacked.delete(id);
+      if (out.seq <= lastSeq) continue; // it arrived; only its ack was lost
+      const again = { ...out, id: this.#nextId() };
+      room._unacked.set(again.id, again);
+      try {
+        link.send(channel, again);
+      } catch {
+        room._unacked.delete(again.id);
+      }
+    }
+  }
+
+  /** The session is over, or its connection lost: resume or reconnect, or close for good. */
   #dropped(link, code, message) {
     if (link !== this.#link || this.#closed) return;
     this.#link = null;
     clearInterval(this.#pingTimer);
     clearTimeout(this.#refreshTimer);
-    link.close("connection_lost");
+    if (code === "connection_lost" && this.#resumeToken && this.#cfg.reconnect) {
+      // Lost without a goodbye: the server holds the session for a while. A clean close now
+      // would end it, so the connection is left as it is until the session is back.
+      link.abandon();
+      this.#stale.push(link);
+    } else {
+      // The server ended the session (or does not hold it): the next one is a new one.
+      this.#resumeToken = null;
+      link.close("connection_lost");
+    }
     for (const room of this.rooms.values()) room._channel = null;
     if (code === "token_expired" && this.#cfg.refreshToken) {
       // Not refreshed in time (or the refresh failed): a new session needs a new token.
@@ -1007,12 +1166,31 @@ export class SignalingClient extends EventTarget {
     const session = await this.#retry(reason);
     this.#reconnecting = false;
     if (!session) return;
-    const { link, welcome } = session;
+    const { link, welcome, resumeError } = session;
+    const previousPeerId = this.peerId;
+    const resumed = welcome.resumed === true && welcome.peer_id === previousPeerId;
     this.#adopt(link, welcome);
+    // The session is back (the server closed its old connection) or a new one replaces it: the
+    // old connections can go now.
+    this.#closeStale();
     if (this.#link !== link) return;
     emit(this, "transport", { transport: link.transport });
-    await Promise.all([...this.rooms.values()].map((room) => this.#rejoin(link, room)));
-    if (this.#link === link) emit(this, "reconnected", { transport: link.transport, rooms: [...this.rooms.keys()] });
+    const rooms = [...this.rooms.values()];
+    const restarted = await Promise.all(rooms.map((room) => this.#rejoin(link, room, resumed)));
+    if (this.#link !== link) return;
+    emit(this, "reconnected", {
+      transport: link.transport,
+      rooms: [...this.rooms.keys()],
+      resumed,
+      peerId: this.peerId,
+      previousPeerId,
+      restartedRooms: rooms.filter((room, i) => restarted[i] && this.rooms.get(room.name) === room).map((room) => room.name),
+      resumeError: resumed ? null : resumeError ?? null,
+    });
+  }
+
+  #closeStale() {
+    for (const old of this.#stale.splice(0)) old.close("connection_lost");
   }
 
   /** Retries with backoff until a session is welcomed; null if the client closed meanwhile. */
@@ -1021,12 +1199,12 @@ export class SignalingClient extends EventTarget {
       this.#failures = attempt;
       if (this.#closed) return null;
       const delayMs = backoff(attempt, this.#cfg.maxBackoffMs);
-      emit(this, "reconnecting", { attempt, delayMs, reason });
+      emit(this, "reconnecting", { attempt, delayMs, reason, resuming: this.#resumeToken !== null });
       await this.#sleep(delayMs);
       if (this.#closed) return null;
       if (this.#needToken && !(await this.#refreshToken())) return null;
       try {
-        const session = await openSession(this.#cfg, this.#token);
+        const session = await openSession(this.#cfg, this.#token, this.#resumeToken);
         if (!this.#closed) return session;
         session.link.close("closed");
         return null;
@@ -1055,17 +1233,22 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  /** Rejoins a room on a new session; a refusal (e.g. room_full) loses the room. */
-  async #rejoin(link, room) {
+  /**
+   * Rejoins a room on a new session, or, with `resume`, asks the resumed session's room back; a
+   * refusal (e.g. room_full) loses the room.
+   * @returns {Promise<boolean>} whether the room was joined afresh (not `rejoined`)
+   */
+  async #rejoin(link, room, resume) {
     room._channel = null; // nothing goes out for the room until it is joined again
+    let answer;
     try {
-      await this.#joinOn(link, room);
+      answer = await this.#joinOn(link, room, resume ? room._events : null);
     } catch (err) {
-      if (err.code === "connection_lost" || err.code === "closed") return; // the next session tries again
+      if (err.code === "connection_lost" || err.code === "closed") return true; // the next session tries again
       if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
       room._detach(true);
       emit(room, "error", { code: err.code, message: `could not rejoin the room: ${err.message}` });
-      return;
+      return true;
     }
     if (this.rooms.get(room.name) !== room && link === this.#link && room._channel) {
       // Left while it was being rejoined: leave on the server too.
@@ -1073,6 +1256,7 @@ export class SignalingClient extends EventTarget {
       room._detach(false);
       this.#request(link, channel, "leave", (id) => ({ type: "leave", id })).catch(() => {});
     }
+    return answer?.type !== "rejoined";
   }
 
   #sleep(ms) {
@@ -1096,6 +1280,7 @@ export class SignalingClient extends EventTarget {
     const link = this.#link;
     this.#link = null;
     link?.close("closed");
+    this.#closeStale();
     for (const room of this.rooms.values()) room._channel = null;
     const closed = new SignalingError("closed", "the client is closed");
     for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
@@ -1109,11 +1294,16 @@ export class SignalingClient extends EventTarget {
  * Events (CustomEvent, data in `detail`): "peer-joined" `{peerId, userId}`,
  * "peer-left" `{peerId}`, "signal" `{from, signal}`, "broadcast" `{from, data}`,
  * "error" `{code, message}` (a failed request, e.g. `unknown_peer` or `replayed`, or a room
- * lost on rejoining).
+ * lost on rejoining). After a resumed session (see "reconnected") the room's missed
+ * events come as these same events, in order, once.
  *
- * Every `signal` and `broadcast` carries a `seq`, counted 1, 2, 3, ... from each (re)join of
- * the room: the server relays only messages whose `seq` is above the channel's last, so a
- * replayed or duplicated message never reaches a peer twice.
+ * Every `signal` and `broadcast` carries a `seq`, counted 1, 2, 3, ... from each fresh join of
+ * the room and going on across a resume: the server relays only messages whose `seq` is above
+ * the room's last, so a replayed or duplicated message never reaches a peer twice. When the
+ * server holds sessions, each also carries a request id, and is kept until the server's `ack`,
+ * to be sent again (same `seq`) after a resume if the server never got it. The room
+ * acknowledges the events it got (`received`) every 16 events and on every ping, so that the
+ * server need not keep them for a resume.
  */
 export class Room extends EventTarget {
   /** @type {string} */ name;
@@ -1121,7 +1311,10 @@ export class Room extends EventTarget {
   /** @internal */ _client;
   /** @internal the room's channel on the current session, null while there is none */ _channel = null;
   /** @internal */ _leaving = null;
-  /** @internal the last `seq` sent on the room's current channel */ _seq = 0;
+  /** @internal the last `seq` sent in the room (since it was joined afresh) */ _seq = 0;
+  /** @internal the room's events handled since it was joined afresh (see ROOM_EVENTS) */ _events = 0;
+  /** @internal how many of them the server was told of (`received`) */ _eventsAcked = 0;
+  /** @internal signals and broadcasts not acknowledged yet, by request id, in `seq` order */ _unacked = new Map();
 
   /** @hideconstructor */
   constructor(key, client, name) {
@@ -1154,16 +1347,29 @@ export class Room extends EventTarget {
     return this._leaving;
   }
 
-  /** @internal The next `seq` of the room's channel: 1, 2, 3, ... from each (re)join. */
+  /** @internal The next `seq` of the room: 1, 2, 3, ... from each fresh join. */
   _nextSeq() {
     this._seq += 1;
     return this._seq;
   }
 
-  /** @internal The room's channel answered `joined`: brings `members` up to date, with events. */
-  _attach(channel, list) {
+  /** @internal Keeps a sent signal or broadcast until the server acknowledges it (the oldest go beyond `max`). */
+  _keep(out, max) {
+    this._unacked.set(out.id, out);
+    if (this._unacked.size > max) this._unacked.delete(this._unacked.keys().next().value);
+  }
+
+  /**
+   * @internal The room's channel answered `joined`: brings `members` up to date, with events.
+   * After a resuming join (`resuming`) the server keeps counting `seq` where it was, so the
+   * numbering goes on; what was not acknowledged is dropped either way (the missed events are lost).
+   */
+  _attach(channel, list, resuming = false) {
     this._channel = channel;
-    this._seq = 0; // the server counts `seq` per channel, and this one is new
+    if (!resuming) this._seq = 0; // the server counts `seq` per channel, and this one is new
+    this._events = 0;
+    this._eventsAcked = 0;
+    this._unacked.clear();
     const next = new Map(list.map((m) => [m.peer_id, { peerId: m.peer_id, userId: m.user_id }]));
     for (const peerId of [...this.members.keys()]) {
       if (!next.has(peerId)) this.#peerLeft(peerId);
@@ -1171,6 +1377,16 @@ export class Room extends EventTarget {
     for (const [peerId, member] of next) {
       if (!this.members.has(peerId)) this.#peerJoined(member);
     }
+  }
+
+  /**
+   * @internal The room of a resumed session is back on `channel` (`rejoined`): members and the
+   * event count carry on; `seq` goes on above `lastSeq`, the last one the server accepted.
+   */
+  _reattach(channel, lastSeq) {
+    this._channel = channel;
+    this._seq = Math.max(this._seq, lastSeq);
+    this._eventsAcked = this._events; // the resuming join said how many there were
   }
 
   /** @internal The room is no longer joined; with `announce`, every member leaves with an event. */
@@ -1182,6 +1398,11 @@ export class Room extends EventTarget {
 
   /** @internal A message on the room's channel. */
   _onMessage(msg) {
+    if (msg.type === "ack" || (msg.type === "error" && msg.id !== undefined)) this._unacked.delete(msg.id);
+    if (ROOM_EVENTS.has(msg.type)) {
+      this._events += 1;
+      this._client._eventHandled(this);
+    }
     switch (msg.type) {
       case "peer_joined":
         return this.#peerJoined({ peerId: msg.peer.peer_id, userId: msg.peer.user_id });
@@ -1193,7 +1414,7 @@ export class Room extends EventTarget {
         return emit(this, "broadcast", { from: msg.from, data: msg.data });
       case "error":
         return emit(this, "error", { code: msg.code, message: msg.message });
-      // `ack` and `pong` are never asked for on a room channel
+      // `ack` only settles a kept signal or broadcast; `pong` is never asked for on a room channel
     }
   }
 

@@ -19,14 +19,19 @@
 //   "transport": "webtransport",             (reconnect, refresh) the transport of the page
 //   "refreshToken": "<jwt>",                 (refresh) what alice's refreshToken hook returns
 //   "signalAfter": 1700000000000,            (refresh) when alice signals (ms since the epoch)
-//   "wrongUserToken": "<jwt>"                (refresh) another user's token bob tries to refresh with
+//   "wrongUserToken": "<jwt>",               (refresh) another user's token bob tries to refresh with
+//   "wtTimeoutMs": 800                       (resume) alice's webTransportTimeoutMs: how long her
+//                                            reconnect waits for the cut WebTransport before WSS
 // }
 //
 // Scenarios: webtransport, websocket, mixed, fallback (two peers on test pages
 // with a data channel between them), reconnect (one page; the test restarts
 // the server under it), bad-token, demo-screenshot (the demo page served by
 // the server), foreign-origin (pages of an origin the server does not allow),
-// refresh (a session outlives its first token by refreshing it in-band).
+// refresh (a session outlives its first token by refreshing it in-band),
+// resume (a call whose first page loses its WebTransport connection, which
+// goes through a UDP proxy of this runner that is cut, and resumes its
+// session over WSS).
 //
 // It serves web-client/ (the real /signaling.js) and fixtures/ over plain HTTP
 // on 127.0.0.1 (pages open it as http://localhost:<port>, a secure context) and
@@ -34,6 +39,7 @@
 // playwright-core: no browser is downloaded. The same pages opened as
 // http://127.0.0.1:<port> are of another origin (secure too).
 
+import { createSocket } from "node:dgram";
 import { createServer } from "node:http";
 import { readFile, mkdir } from "node:fs/promises";
 import { dirname, extname, join, normalize, sep } from "node:path";
@@ -101,6 +107,36 @@ function serveStatic(port = 0) {
     server.once("error", reject);
     server.listen(port, "127.0.0.1", () => resolve(server));
   });
+}
+
+// --------------------------------------------------------------- UDP proxy
+
+// Forwards the datagrams of one client to 127.0.0.1:<port> and back, so that a
+// page's WebTransport (QUIC) connection goes through it, until cut(): from then
+// on every datagram is dropped, both ways, without a word to either end (no
+// ICMP, no close), as when a phone's network goes away or starts blocking UDP.
+async function udpProxy(port) {
+  const front = createSocket("udp4");
+  const back = createSocket("udp4");
+  let client = null;
+  let cut = false;
+  front.on("message", (msg, from) => {
+    if (cut) return;
+    client = from;
+    back.send(msg, port, "127.0.0.1");
+  });
+  back.on("message", (msg) => {
+    if (!cut && client) front.send(msg, client.port, client.address);
+  });
+  for (const socket of [front, back]) {
+    socket.on("error", (err) => console.error(`[proxy] ${err.message}`));
+    await new Promise((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  }
+  return {
+    port: front.address().port,
+    cut: () => (cut = true),
+    close: () => [front, back].forEach((s) => s.close()),
+  };
 }
 
 // ------------------------------------------------------------- the browser
@@ -190,6 +226,12 @@ function peerUrl(base, cfg, { user, transport, token, wt, mode, room = "browser-
 
 // Two test pages in one room: alice joins first, bob joins second and offers.
 async function call(ctx, alice, bob) {
+  const { pages } = await startCall(ctx, alice, bob);
+  return { pages };
+}
+
+// A call as above; also gives the pages, which stay open.
+async function startCall(ctx, alice, bob) {
   const room = `call-${Date.now()}`;
   const a = await openPage(ctx.context, "alice", peerUrl(ctx.base, ctx.cfg, { user: "alice", room, ...alice }));
   await waitForState(a, "alice", ["joined"], 10000);
@@ -199,7 +241,19 @@ async function call(ctx, alice, bob) {
   if (!ra.ok || !rb.ok) {
     throw new Failure("the call did not complete", { pages, events: { alice: await events(a), bob: await events(b) } });
   }
-  return { pages };
+  return { pages, a, b };
+}
+
+// Waits until `predicate` (run in the page, with `arg`) holds.
+async function waitInPage(page, name, what, predicate, arg, timeout) {
+  try {
+    await page.waitForFunction(predicate, arg, { timeout, polling: 50 });
+  } catch {
+    throw new Failure(`${name}: ${what} did not happen within ${timeout} ms`, {
+      log: await page.evaluate(() => window.resumeLog).catch(() => null),
+      events: await events(page),
+    });
+  }
 }
 
 const scenarios = {
@@ -304,6 +358,95 @@ const scenarios = {
       });
     }
     return { alice: ra, bob: rb };
+  },
+
+  // alice ("auto", her WebTransport through a UDP proxy of ours) and bob
+  // (WebTransport) are in a call with a data channel. The proxy is cut: alice's
+  // connection is gone without a close, and UDP with it. Meanwhile alice signals
+  // and broadcasts (into the void: her client must send them again) and bob
+  // signals and broadcasts to her (the server keeps them for her). alice's
+  // client notices the missing pong, tries WebTransport (which times out) and
+  // resumes over WSS: same peer, and every one of those messages arrives once;
+  // neither page sees anyone leave or join, and the data channel still works.
+  resume: async (ctx) => {
+    const proxy = await udpProxy(ctx.cfg.webTransportPort);
+    try {
+      const alice = {
+        transport: "auto",
+        mode: "resume",
+        wt: `https://127.0.0.1:${proxy.port}/`,
+        wtTimeoutMs: ctx.cfg.wtTimeoutMs ?? 800,
+      };
+      const { pages, a, b } = await startCall(ctx, alice, { transport: "webtransport", mode: "resume" });
+      const who = () => ({ peerId: client.peerId, sessionId: client.sessionId, transport: client.transport });
+      const before = { alice: await a.evaluate(who), bob: await b.evaluate(who) };
+      // From here on, nobody may leave or join.
+      const reset = () => {
+        resumeLog.peerJoined.length = 0;
+        resumeLog.peerLeft.length = 0;
+      };
+      await Promise.all([a.evaluate(reset), b.evaluate(reset)]);
+
+      proxy.cut();
+      const cutAt = Date.now();
+      await a.evaluate(() => {
+        sendCustom("alice during the cut");
+        room.broadcast("alice broadcast during the cut");
+      });
+      await b.evaluate(() => {
+        sendCustom("bob during the gap");
+        room.broadcast("bob broadcast during the gap");
+      });
+      await waitInPage(a, "alice", "the resume", () => resumeLog.reconnected.length > 0, null, 12000);
+      const resumedAfterMs = Date.now() - cutAt;
+
+      // The call goes on: signals both ways, and the data channel both ways.
+      await a.evaluate(() => {
+        sendCustom("alice after the resume");
+        dc.send("data from alice after the switch");
+      });
+      await b.evaluate(() => {
+        sendCustom("bob after the resume");
+        dc.send("data from bob after the switch");
+      });
+      const got = (want) =>
+        want.custom.every((d) => resumeLog.custom.some((c) => c.data === d)) &&
+        want.broadcasts.every((d) => resumeLog.broadcasts.some((c) => c.data === d)) &&
+        dcMessages.includes(want.dc);
+      const fromBob = {
+        custom: ["bob during the gap", "bob after the resume"],
+        broadcasts: ["bob broadcast during the gap"],
+        dc: "data from bob after the switch",
+      };
+      const fromAlice = {
+        custom: ["alice during the cut", "alice after the resume"],
+        broadcasts: ["alice broadcast during the cut"],
+        dc: "data from alice after the switch",
+      };
+      await Promise.all([
+        waitInPage(a, "alice", "bob's messages", got, fromBob, 5000),
+        waitInPage(b, "bob", "alice's messages", got, fromAlice, 5000),
+      ]);
+      // Time for a duplicate (or a late peer-left) to show up.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const state = () => ({
+        ...resumeLog,
+        dcMessages,
+        dcState: dc.readyState,
+        pcState: pc.connectionState,
+        peerId: client.peerId,
+        sessionId: client.sessionId,
+        transport: client.transport,
+      });
+      return {
+        pages,
+        before,
+        after: { alice: await a.evaluate(state), bob: await b.evaluate(state) },
+        resumedAfterMs,
+      };
+    } finally {
+      proxy.close();
+    }
   },
 
   // The demo page in two tabs of one room, on WSS; a screenshot of the second.

@@ -18,7 +18,10 @@
 //! as `http://127.0.0.1:<fixture port>` are refused on both transports. A page
 //! whose short-lived token the server announces as expiring refreshes it
 //! in-band through `options.refreshToken` and signals on after its first
-//! token's expiry, on the same session.
+//! token's expiry, on the same session. A page in a call whose WebTransport
+//! connection (through a UDP proxy of the runner) is cut resumes its session
+//! over WSS: same peer, nothing missed or doubled, and the call goes on; after
+//! a server restart the resume is refused and a new session opens.
 //!
 //! `scripts/test` installs what these tests need (the `chromium` package and
 //! `npm ci` in `tests/browser`); without them the tests fail, saying so.
@@ -309,6 +312,14 @@ fn a_page_reconnects_and_rejoins(transport: &str) {
             page["attempts"].as_u64().unwrap_or(0) >= 1,
             "it said it was reconnecting: {outcome}"
         );
+        // The client asked for its session back; the restarted server no
+        // longer had it, and a plain hello on the same connection opened a new one.
+        assert_eq!(page["resumed"], false, "{outcome}");
+        assert!(
+            matches!(page["resumeError"].as_str(), Some("resume_expired" | "resume_invalid")),
+            "{outcome}"
+        );
+        assert_eq!(page["restartedRooms"], json!(["reconnect-room"]), "{outcome}");
     });
 }
 
@@ -462,6 +473,114 @@ fn a_page_refreshes_its_token_in_band_and_signals_on_after_the_first_one_expired
     assert_eq!(
         log_lines(&setup.server, "token refreshed").len(),
         1,
+        "{}",
+        setup.server.log()
+    );
+}
+
+/// A call over WebTransport: alice's connection (through the runner's UDP proxy)
+/// is lost without a close, and UDP with it; her client notices the missing
+/// pong and resumes the session over WSS. She is the same peer, bob never sees
+/// her leave, what either sent across the gap arrives once, and the data
+/// channel carries on.
+#[test]
+fn a_page_that_loses_webtransport_resumes_its_session_over_wss_and_the_call_goes_on() {
+    // A 6 s idle timeout: the client pings every 2 s and notices the loss
+    // within 4 s, 2 s before the server would end the session as idle.
+    let setup = Setup::start(&[("idle-timeout-ms", "6000")]);
+    let started = Instant::now();
+    let outcome = setup.run("resume", json!({ "wtTimeoutMs": 800 }));
+    eprintln!("resume scenario: {:?}", started.elapsed());
+    let before = &outcome["before"];
+    let alice = &outcome["after"]["alice"];
+    let bob = &outcome["after"]["bob"];
+    assert_eq!(before["alice"]["transport"], "webtransport", "{outcome}");
+    assert_eq!(before["bob"]["transport"], "webtransport", "{outcome}");
+
+    // alice came back over WSS as the same session and peer.
+    let reconnected = alice["reconnected"].as_array().expect("reconnected");
+    assert_eq!(reconnected.len(), 1, "{outcome}");
+    let back = &reconnected[0];
+    assert_eq!(back["resumed"], true, "{outcome}");
+    assert_eq!(back["transport"], "websocket", "{outcome}");
+    assert_eq!(back["peerId"], before["alice"]["peerId"], "{outcome}");
+    assert_eq!(back["previousPeerId"], before["alice"]["peerId"], "{outcome}");
+    assert_eq!(back["restartedRooms"], json!([]), "{outcome}");
+    assert_eq!(back["resumeError"], Value::Null, "{outcome}");
+    assert_eq!(alice["peerId"], before["alice"]["peerId"], "{outcome}");
+    assert_eq!(alice["sessionId"], before["alice"]["sessionId"], "{outcome}");
+    assert_eq!(alice["transport"], "websocket", "{outcome}");
+    let reconnecting = alice["reconnecting"].as_array().expect("reconnecting");
+    assert!(
+        !reconnecting.is_empty() && reconnecting.iter().all(|r| r["resuming"] == true),
+        "it said it was resuming: {outcome}"
+    );
+    assert_eq!(bob["reconnecting"], json!([]), "{outcome}");
+
+    // Nobody left or joined, on either side; no goodbye, no error.
+    for (name, page) in [("alice", alice), ("bob", bob)] {
+        assert_eq!(page["peerLeft"], json!([]), "{name}: {outcome}");
+        assert_eq!(page["peerJoined"], json!([]), "{name}: {outcome}");
+        assert_eq!(page["goodbye"], json!([]), "{name}: {outcome}");
+        assert_eq!(page["roomErrors"], json!([]), "{name}: {outcome}");
+        assert_eq!(page["closed"], Value::Null, "{name}: {outcome}");
+    }
+
+    // What each sent across the gap arrived once, in order, from the same peer.
+    let data = |page: &Value, key: &str, from: &Value| -> Vec<String> {
+        page[key]
+            .as_array()
+            .expect(key)
+            .iter()
+            .inspect(|m| assert_eq!(&m["from"], from, "{key}: {outcome}"))
+            .map(|m| m["data"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (alice_id, bob_id) = (&before["alice"]["peerId"], &before["bob"]["peerId"]);
+    assert_eq!(
+        data(alice, "custom", bob_id),
+        ["bob during the gap", "bob after the resume"],
+        "{outcome}"
+    );
+    assert_eq!(
+        data(alice, "broadcasts", bob_id),
+        ["bob broadcast during the gap"],
+        "{outcome}"
+    );
+    assert_eq!(
+        data(bob, "custom", alice_id),
+        ["alice during the cut", "alice after the resume"],
+        "{outcome}"
+    );
+    assert_eq!(
+        data(bob, "broadcasts", alice_id),
+        ["alice broadcast during the cut"],
+        "{outcome}"
+    );
+
+    // The data channel never noticed.
+    for (name, page, from) in [("alice", alice, "bob"), ("bob", bob, "alice")] {
+        assert_eq!(
+            page["dcMessages"],
+            json!([
+                format!("hello from {from}"),
+                format!("data from {from} after the switch")
+            ]),
+            "{name}: {outcome}"
+        );
+        assert_eq!(page["dcState"], "open", "{name}: {outcome}");
+        assert_eq!(page["pcState"], "connected", "{name}: {outcome}");
+    }
+
+    // The server resumed one session and ended none.
+    assert_eq!(
+        log_lines(&setup.server, "session resumed").len(),
+        1,
+        "{}",
+        setup.server.log()
+    );
+    assert!(
+        log_lines(&setup.server, "held session ended").is_empty(),
         "{}",
         setup.server.log()
     );
