@@ -173,14 +173,19 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
             goodbye = session.closed() => break End::Goodbye(goodbye),
             Some(done) = readers.join_next() => {
                 let Ok((channel, finished)) = done else { continue };
-                let alive = conn.closed().now_or_never().is_none();
+                let closed = conn.closed().now_or_never();
+                let alive = closed.is_none();
                 if channel == CONTROL_CHANNEL {
                     // The control stream ended: the client is leaving, or the
                     // session ended it (an unreadable frame) and has a goodbye,
                     // or the connection broke.
+                    let closed_by_client = matches!(
+                        closed,
+                        Some(ConnectionError::ApplicationClosed(_) | ConnectionError::ConnectionClosed(_))
+                    );
                     match session.outbox().goodbye() {
                         Some(goodbye) => break End::Goodbye(goodbye),
-                        None if finished || alive => break End::Closed,
+                        None if finished || alive || closed_by_client => break End::Closed,
                         None => break End::Lost,
                     }
                 }
