@@ -333,10 +333,10 @@ impl Driver {
                 }
                 _ = tick.tick() => self.on_tick().await,
             };
-            if let Err(Lost(error)) = result {
-                if !self.reconnect(error).await {
-                    return;
-                }
+            if let Err(Lost(error)) = result
+                && !self.reconnect(error).await
+            {
+                return;
             }
         }
     }
@@ -619,16 +619,7 @@ impl Driver {
                     Some(last_seq)
                 }
                 Rejoin::Restarted(room) => {
-                    let joined = ServerMessage::Joined {
-                        id: None,
-                        room: name,
-                        members: room.members().to_vec(),
-                    };
-                    let state = &mut self.rooms[index];
-                    state.received = 0;
-                    state.acked = 0;
-                    let _ = state.to_app.send(joined).await;
-                    self.attach(index, room);
+                    self.restart_room(index, room).await;
                     None
                 }
             };
@@ -643,19 +634,25 @@ impl Driver {
         for index in 0..self.rooms.len() {
             let name = self.rooms[index].name.clone();
             let room = self.client.join(&name).await?;
-            let joined = ServerMessage::Joined {
-                id: None,
-                room: name,
-                members: room.members().to_vec(),
-            };
-            let state = &mut self.rooms[index];
-            state.received = 0;
-            state.acked = 0;
-            state.unacked.clear();
-            let _ = state.to_app.send(joined).await;
-            self.attach(index, room);
+            self.rooms[index].unacked.clear();
+            self.restart_room(index, room).await;
         }
         Ok(())
+    }
+
+    /// Room `index` starts afresh on `room`: the numbering of its events
+    /// restarts and its receiver gets a `joined` with the members.
+    async fn restart_room(&mut self, index: usize, room: Room) {
+        let state = &mut self.rooms[index];
+        let joined = ServerMessage::Joined {
+            id: None,
+            room: state.name.clone(),
+            members: room.members().to_vec(),
+        };
+        state.received = 0;
+        state.acked = 0;
+        let _ = state.to_app.send(joined).await;
+        self.attach(index, room);
     }
 
     /// Sends room `index`'s unacknowledged messages again, those above
