@@ -37,11 +37,10 @@ let userClosed = false;   // we asked to leave: "closed" is no surprise
 let localStream = null;   // camera/mic, once started
 const peers = new Map();  // peerId -> peer (see addPeer)
 
-// ICE servers: none yet, so only host candidates are gathered and peers on the
-// same machine or LAN connect. Hook for the issue that has the server hand out
-// STUN/TURN servers: return them here.
+// The ICE servers the server handed this session in its welcome (STUN, and
+// TURN with credentials minted for it), so peers behind NATs connect too.
 function rtcConfiguration() {
-  return { iceServers: [] };
+  return { iceServers: client?.iceServers ?? [] };
 }
 
 // ---------------------------------------------------------------- page state
@@ -214,6 +213,11 @@ function watchClient(c) {
     log("transport", typeof d === "string" ? d : (d?.transport ?? c.transport));
   });
   on("reconnecting", (d) => { setState("reconnecting"); log("reconnecting", describe(d), "warn"); });
+  on("iceservers", (d) => {
+    // Fresh TURN credentials: peer connections use them for ICE restarts.
+    for (const peer of peers.values()) peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: d.iceServers });
+    log("ice servers", `${d.iceServers.length} server(s), credentials until ${d.expiresAt ? new Date(d.expiresAt).toLocaleTimeString() : "—"}`);
+  });
   on("reconnected", (d) => {
     setTransport(c.transport);
     setState(room ? "connected" : "connecting");

@@ -77,6 +77,18 @@
  *   else for (const name of e.detail.restartedRooms) resync(client.rooms.get(name)); // events were lost
  * });
  *
+ * ICE servers: every `welcome` carries the STUN and TURN servers the page should
+ * use, TURN credentials minted for this session by the server (they expire; the
+ * shared TURN secret never reaches the page). `client.iceServers` is ready for
+ * `new RTCPeerConnection({ iceServers: client.iceServers })`. Before the
+ * credentials expire the client asks for fresh ones by itself and emits
+ * "iceservers"; pass them to `pc.setConfiguration()` so an ICE restart can use
+ * them. `client.refreshIceServers()` asks at once.
+ *
+ * @example
+ * const pc = new RTCPeerConnection({ iceServers: client.iceServers });
+ * client.addEventListener("iceservers", (e) => pc.setConfiguration({ ...pc.getConfiguration(), iceServers: e.detail.iceServers }));
+ *
  * @module signaling
  */
 
@@ -88,6 +100,8 @@ const DEFAULT_WEBTRANSPORT_PORT = 4433;
 const REQUEST_TIMEOUT_MS = 10_000;
 // A session must stay up this long before the reconnect backoff starts again from the beginning.
 const STABLE_SESSION_MS = 30_000;
+// How long a WebTransport control stream's end waits for the session's close reason (its code).
+const CLOSE_REASON_WAIT_MS = 500;
 const HARD_MAX_FRAME = 1 << 20; // 1 MiB: no frame may be longer, in either direction
 const PEER_ID = /^[0-9a-f]{16}$/;
 // After a successful in-band refresh, the next one waits at least this long (or until half of
@@ -506,7 +520,11 @@ class WebTransportLink extends Link {
       reader.cancel().catch(() => {});
     }
     // The server finishes a room stream after `left`; the control stream only ends with the session.
-    if (channel === this.control) this.lost({ code: null, reason: "the control stream ended" });
+    if (channel !== this.control) return;
+    // When the session closes, the browser drops what it received but had not handed on yet (a
+    // goodbye, say): the close's reason names the code, so it is given a moment to arrive first.
+    await Promise.race([this.wt.closed.catch(() => {}), new Promise((done) => setTimeout(done, CLOSE_REASON_WAIT_MS))]);
+    this.lost({ code: null, reason: "the control stream ended" });
   }
 
   onFrame(channel, bytes) {
@@ -750,6 +768,8 @@ export async function connect(serverUrl, options) {
  *   hook, call `refresh(token)` in time, or the session ends with `token_expired`;
  * - "tokenrefreshed" `{expiresAt}`: the server took a fresh token in-band; the session carries on.
  *   `expiresAt` is the new token's `exp` in milliseconds since the epoch (null if unreadable);
+ * - "iceservers" `{iceServers, expiresAt}`: fresh ICE servers (TURN credentials), fetched before
+ *   the old ones expired, by `refreshIceServers()`, or with a new session after a reconnect;
  * - "goodbye" `{code, message}`: the server ended the session;
  * - "closed" `{code, reason}`: final, no more reconnects (`code` is `closed` after `close()`).
  *   No reconnect follows a goodbye or refusal with `auth_failed`, `auth_required`,
@@ -763,6 +783,10 @@ export class SignalingClient extends EventTarget {
   /** Kept by a resume, new with a new session. @type {string} */ sessionId;
   /** @type {SessionLimits} */ limits;
   /** The joined rooms, by name. @type {Map<string, Room>} */ rooms = new Map();
+  /** The STUN and TURN servers to give `RTCPeerConnection`, TURN credentials minted for this
+   * session; replaced before they expire (see "iceservers"). @type {RTCIceServer[]} */ iceServers = [];
+  /** When the TURN credentials of `iceServers` expire, in ms since the epoch; null if none do.
+   * @type {number|null} */ iceServersExpireAt = null;
 
   #cfg;
   #token;
@@ -785,8 +809,9 @@ export class SignalingClient extends EventTarget {
   /** When the last in-band refresh succeeded (Date.now()), 0 before any. */
   #lastRefresh = 0;
   #refreshTimer = undefined;
-  /** Refreshes go one at a time: the control channel holds one request. */
-  #refreshQueue = Promise.resolve();
+  /** Control requests (refresh, ice_servers) go one at a time: the control channel holds one request. */
+  #controlQueue = Promise.resolve();
+  #iceTimer = undefined;
   /** The resume token of the newest `welcome`; null once the session cannot be resumed. */
   #resumeToken = null;
   /** Whether the server holds lost sessions (its `welcome` has a resume token): rooms then number
@@ -794,6 +819,7 @@ export class SignalingClient extends EventTarget {
   #serverHolds = false;
   /** Lost connections, left open (a clean close would end the held session) until a new session is up. */
   #stale = [];
+  #everAdopted = false;
 
   /** @hideconstructor */
   constructor(key, cfg, token, link, welcome) {
@@ -841,9 +867,49 @@ export class SignalingClient extends EventTarget {
     if (typeof token !== "string" || token === "") {
       return Promise.reject(new TypeError("refresh: token must be a non-empty string"));
     }
-    const run = this.#refreshQueue.then(() => this.#refreshOn(token));
-    this.#refreshQueue = run.catch(() => {});
+    return this.#onControlQueue(() => this.#refreshOn(token));
+  }
+
+  /** Runs `task` after the control requests before it (the control channel holds one request). */
+  #onControlQueue(task) {
+    const run = this.#controlQueue.then(task);
+    this.#controlQueue = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Asks the server for fresh ICE servers (new TURN credentials) now; the client also does
+   * this by itself before they expire. Updates `iceServers` and emits "iceservers".
+   * @returns {Promise<RTCIceServer[]>} rejects with SignalingError (`not_connected` while
+   *   reconnecting, `rate_limited`, `connection_lost`, `timeout`, `closed`)
+   */
+  refreshIceServers() {
+    return this.#onControlQueue(async () => {
+      if (this.#closed) throw new SignalingError("closed", "the client is closed");
+      const link = this.#link;
+      if (!link) throw new SignalingError("not_connected", "reconnecting; try again later");
+      const answer = await this.#request(link, link.control, "ice_servers", (id) => ({ type: "ice_servers", id }));
+      if (this.#link === link) this.#setIceServers(link, answer.ice_servers, answer.expires_at, true);
+      return this.iceServers;
+    });
+  }
+
+  /** Takes a list of ICE servers from the server and schedules the next refresh before they expire. */
+  #setIceServers(link, servers, expiresAt, announce) {
+    this.iceServers = Array.isArray(servers) ? servers : [];
+    this.iceServersExpireAt = Number.isFinite(expiresAt) ? expiresAt * 1000 : null;
+    clearTimeout(this.#iceTimer);
+    if (this.iceServersExpireAt !== null) {
+      // At 80 % of the remaining lifetime, at least 10 s from now, at most what setTimeout takes.
+      const delayMs = Math.min(0x7fff_ffff, Math.max(10_000, (this.iceServersExpireAt - Date.now()) * 0.8));
+      this.#iceTimer = setTimeout(() => {
+        if (this.#link !== link) return;
+        this.refreshIceServers().catch((err) =>
+          emit(this, "error", { code: err?.code ?? "connection_lost", message: `ICE servers refresh: ${err?.message ?? err}` }),
+        );
+      }, delayMs);
+    }
+    if (announce) emit(this, "iceservers", { iceServers: this.iceServers, expiresAt: this.iceServersExpireAt });
   }
 
   async #refreshOn(token) {
@@ -979,6 +1045,9 @@ export class SignalingClient extends EventTarget {
     this.limits = welcome.limits;
     this.#resumeToken = typeof welcome.resume_token === "string" ? welcome.resume_token : null;
     this.#serverHolds = this.#resumeToken !== null;
+    // The first session's list is read from `client.iceServers`; later ones are announced.
+    this.#setIceServers(link, welcome.ice_servers, welcome.ice_servers_expire_at, this.#everAdopted);
+    this.#everAdopted = true;
     link.maxFrameBytes = Math.min(HARD_MAX_FRAME, welcome.limits?.max_frame_bytes ?? HARD_MAX_FRAME);
     this.#startPing(link);
     for (const waiter of this.#waiters.splice(0)) waiter.resolve();
@@ -1083,8 +1152,8 @@ export class SignalingClient extends EventTarget {
 
   #onControl(link, msg) {
     const request = link.control.request;
-    if (request && msg.id === request.id && (msg.type === "ack" || msg.type === "error")) {
-      // The answer to a refresh: the caller of refresh() hears of it.
+    if (request && msg.id === request.id && ["ack", "ice_servers", "error"].includes(msg.type)) {
+      // The answer to a refresh or ice_servers: its caller hears of it.
       link.control.request = null;
       if (msg.type === "error") request.reject(new SignalingError(msg.code, msg.message));
       else request.resolve(msg);
@@ -1138,6 +1207,7 @@ export class SignalingClient extends EventTarget {
     this.#link = null;
     clearInterval(this.#pingTimer);
     clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#iceTimer);
     if (code === "connection_lost" && this.#resumeToken && this.#cfg.reconnect) {
       // Lost without a goodbye: the server holds the session for a while. A clean close now
       // would end it, so the connection is left as it is until the session is back.
@@ -1276,6 +1346,7 @@ export class SignalingClient extends EventTarget {
     clearInterval(this.#pingTimer);
     clearTimeout(this.#stableTimer);
     clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#iceTimer);
     this.#wake?.();
     const link = this.#link;
     this.#link = null;

@@ -39,10 +39,17 @@ pub fn write_frame(out: &mut Vec<u8>, payload: &[u8]) {
 /// Encodes `msg` as one frame into `buf`, replacing its contents.
 pub fn encode_frame_into<M: serde::Serialize + bincode::Encode>(encoding: crate::Encoding, msg: &M, buf: &mut Vec<u8>) {
     buf.clear();
+    append_frame(encoding, msg, buf);
+}
+
+/// Appends `msg` as one frame to `buf`, so that several frames can go out in
+/// one write.
+pub fn append_frame<M: serde::Serialize + bincode::Encode>(encoding: crate::Encoding, msg: &M, buf: &mut Vec<u8>) {
+    let start = buf.len();
     buf.extend_from_slice(&[0; PREFIX_LEN]);
     crate::codec::encode_into(encoding, msg, buf);
-    let len = u32::try_from(buf.len() - PREFIX_LEN).expect("frames are far below 4 GiB");
-    buf[..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    let len = u32::try_from(buf.len() - start - PREFIX_LEN).expect("frames are far below 4 GiB");
+    buf[start..start + PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Encodes `msg` as one frame in a fresh buffer.
@@ -115,6 +122,20 @@ mod tests {
             assert_eq!(buf, want);
         }
         assert!(!read_frame(&mut reader, &mut buf, 16).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn appended_frames_are_read_back_one_by_one() {
+        let mut wire = Vec::new();
+        append_frame(crate::Encoding::Json, &"first", &mut wire);
+        append_frame(crate::Encoding::Json, &"second", &mut wire);
+        let mut reader = &wire[..];
+        let mut buf = Vec::new();
+        for want in [&b"\"first\""[..], b"\"second\""] {
+            assert!(read_frame(&mut reader, &mut buf, 64).await.unwrap());
+            assert_eq!(buf, want);
+        }
+        assert!(!read_frame(&mut reader, &mut buf, 64).await.unwrap());
     }
 
     #[tokio::test]

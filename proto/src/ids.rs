@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -61,8 +62,11 @@ impl<'de> Deserialize<'de> for PeerId {
 /// Messages carry room names as plain strings so that a bad name gets its own
 /// error code (`invalid_room`) rather than a decoding error; the server turns
 /// them into `RoomId`s with [`RoomId::parse`].
+///
+/// Shared, not copied: the server clones a room's id for every message relayed
+/// in it, and a clone is a reference count, not an allocation.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct RoomId(String);
+pub struct RoomId(Arc<str>);
 
 /// Why a string is not a room name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +101,7 @@ impl RoomId {
         if !name.chars().all(allowed) {
             return Err(InvalidRoom::BadCharacter);
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -131,5 +135,13 @@ mod tests {
         assert_eq!(RoomId::parse(&"a".repeat(65)), Err(InvalidRoom::TooLong));
         assert_eq!(RoomId::parse("a/b"), Err(InvalidRoom::BadCharacter));
         assert_eq!(RoomId::parse("team:42@eu-1").unwrap().as_str(), "team:42@eu-1");
+    }
+
+    #[test]
+    fn a_cloned_room_id_shares_its_name() {
+        let room = RoomId::parse("lobby").unwrap();
+        let clone = room.clone();
+        assert_eq!(clone, room);
+        assert!(std::ptr::eq(room.as_str(), clone.as_str()));
     }
 }

@@ -21,5 +21,7 @@ pub mod version;
 pub use codec::Encoding;
 pub use error::ErrorCode;
 pub use ids::{CONTROL_CHANNEL, ChannelId, InvalidRoom, PeerId, RoomId};
-pub use message::{ClientMessage, EventCount, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token};
+pub use message::{
+    ClientMessage, EventCount, IceServer, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token,
+};
 pub use version::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};

@@ -113,6 +113,12 @@ pub enum ClientMessage {
     /// On a room's channel: the client has the room's first `upto` events, so
     /// the server need not keep them for a resume any more.
     Received { upto: EventCount },
+    /// Asks for the session's ICE servers again, with fresh TURN credentials,
+    /// on the control channel (before `ice_servers_expire_at` of `welcome`).
+    IceServers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
 }
 
 impl ClientMessage {
@@ -125,7 +131,8 @@ impl ClientMessage {
             | ClientMessage::Signal { id, .. }
             | ClientMessage::Broadcast { id, .. }
             | ClientMessage::Ping { id, .. }
-            | ClientMessage::Refresh { id, .. } => *id,
+            | ClientMessage::Refresh { id, .. }
+            | ClientMessage::IceServers { id } => *id,
             ClientMessage::Received { .. } => None,
         }
     }
@@ -141,6 +148,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Refresh { .. } => "refresh",
             ClientMessage::Received { .. } => "received",
+            ClientMessage::IceServers { .. } => "ice_servers",
         }
     }
 }
@@ -182,6 +190,40 @@ pub struct Member {
     pub user_id: String,
 }
 
+/// A STUN or TURN server for a peer connection. The JSON form is the browser's
+/// `RTCIceServer`, so a list of them can be passed to
+/// `new RTCPeerConnection({iceServers})` as it is. TURN credentials minted by
+/// the server are valid until the `expires_at` sent with them; `Debug` hides
+/// the credential so that it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs of one server.
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl IceServer {
+    fn approx_size(&self) -> usize {
+        self.urls.iter().map(|u| u.len() + 8).sum::<usize>()
+            + self.username.as_ref().map_or(0, String::len)
+            + self.credential.as_ref().map_or(0, String::len)
+            + 16
+    }
+}
+
 /// The limits that apply to a session, announced in `welcome` so that a
 /// well-behaved client can stay within them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -220,6 +262,14 @@ pub enum ServerMessage {
         /// rooms again with `resume_after`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resumed: bool,
+        /// The STUN and TURN servers this session's peer connections should
+        /// use (`new RTCPeerConnection({iceServers})`); may be empty.
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
+        /// When the TURN credentials in `ice_servers` expire (Unix seconds): ask
+        /// for fresh ones with `ice_servers` before then. Absent when none expire.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ice_servers_expire_at: Option<u64>,
     },
     /// The room was joined; `members` are the other peers already in it.
     Joined {
@@ -272,6 +322,15 @@ pub enum ServerMessage {
         room: String,
         last_seq: Seq,
     },
+    /// The answer to `ice_servers`: the session's ICE servers with freshly
+    /// minted TURN credentials, valid until `expires_at` (Unix seconds).
+    IceServers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        ice_servers: Vec<IceServer>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
 }
 
 impl ServerMessage {
@@ -302,6 +361,7 @@ impl ServerMessage {
             ServerMessage::Error { .. } => "error",
             ServerMessage::TokenExpiring { .. } => "token_expiring",
             ServerMessage::Goodbye { .. } => "goodbye",
+            ServerMessage::IceServers { .. } => "ice_servers",
         }
     }
 
@@ -317,8 +377,17 @@ impl ServerMessage {
                 ServerMessage::PeerJoined { peer } => peer.user_id.len(),
                 ServerMessage::Error { message, .. } | ServerMessage::Goodbye { message, .. } => message.len(),
                 ServerMessage::Welcome {
-                    user_id, session_id, ..
-                } => user_id.len() + session_id.len() + 160,
+                    user_id,
+                    session_id,
+                    ice_servers,
+                    ..
+                } => {
+                    user_id.len()
+                        + session_id.len()
+                        + 160
+                        + ice_servers.iter().map(IceServer::approx_size).sum::<usize>()
+                }
+                ServerMessage::IceServers { ice_servers, .. } => ice_servers.iter().map(IceServer::approx_size).sum(),
                 _ => 0,
             }
     }

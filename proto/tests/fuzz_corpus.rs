@@ -232,6 +232,7 @@ fn seed_messages() -> Vec<(&'static str, ChannelId, ClientMessage)> {
             },
         ),
         ("ping", 0, ClientMessage::Ping { id: Some(7), nonce: 42 }),
+        ("ice-servers", 0, ClientMessage::IceServers { id: Some(9) }),
         (
             "ping-no-id",
             3,

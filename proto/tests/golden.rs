@@ -46,6 +46,7 @@ const CLIENT_KINDS: &[&str] = &[
     "ping",
     "refresh",
     "received",
+    "ice_servers",
 ];
 
 const SERVER_KINDS: &[&str] = &[
@@ -62,6 +63,7 @@ const SERVER_KINDS: &[&str] = &[
     "error",
     "token_expiring",
     "goodbye",
+    "ice_servers",
 ];
 
 const SIGNAL_KINDS: &[&str] = &["offer", "answer", "candidate", "custom"];
@@ -76,6 +78,7 @@ fn client_kind(m: &ClientMessage) -> &'static str {
         ClientMessage::Ping { .. } => "ping",
         ClientMessage::Refresh { .. } => "refresh",
         ClientMessage::Received { .. } => "received",
+        ClientMessage::IceServers { .. } => "ice_servers",
     }
 }
 
@@ -94,6 +97,7 @@ fn server_kind(m: &ServerMessage) -> &'static str {
         ServerMessage::TokenExpiring { .. } => "token_expiring",
         ServerMessage::Rejoined { .. } => "rejoined",
         ServerMessage::Goodbye { .. } => "goodbye",
+        ServerMessage::IceServers { .. } => "ice_servers",
     }
 }
 

@@ -10,7 +10,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proto::codec::{self, DecodeError, Encoding, HARD_MAX_FRAME};
 use proto::frame::{FrameError, PREFIX_LEN, encode_frame, read_frame, write_frame};
-use proto::{ChannelId, ClientMessage, ErrorCode, Member, PeerId, ServerMessage, SessionLimits, Signal, Token};
+use proto::{
+    ChannelId, ClientMessage, ErrorCode, IceServer, Member, PeerId, ServerMessage, SessionLimits, Signal, Token,
+};
 
 // ---------------------------------------------------------------------------
 // Strategies
@@ -68,6 +70,14 @@ fn member() -> impl Strategy<Value = Member> {
     (peer_id(), text()).prop_map(|(peer_id, user_id)| Member { peer_id, user_id })
 }
 
+fn ice_server() -> impl Strategy<Value = IceServer> {
+    (vec(text(), 1..3), option::of(text()), option::of(text())).prop_map(|(urls, username, credential)| IceServer {
+        urls,
+        username,
+        credential,
+    })
+}
+
 fn limits() -> impl Strategy<Value = SessionLimits> {
     any::<[u32; 8]>().prop_map(|v| SessionLimits {
         max_frame_bytes: v[0],
@@ -111,6 +121,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         }),
         (request_id(), any::<u32>()).prop_map(|(id, nonce)| ClientMessage::Ping { id, nonce }),
         (request_id(), text().prop_map(Token)).prop_map(|(id, token)| ClientMessage::Refresh { id, token }),
+        request_id().prop_map(|id| ClientMessage::IceServers { id }),
     ]
 }
 
@@ -118,10 +129,18 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         (
             (request_id(), any::<u16>(), text(), peer_id(), text(), limits()),
-            (option::of(text().prop_map(Token)), any::<bool>())
+            (
+                option::of(text().prop_map(Token)),
+                any::<bool>(),
+                vec(ice_server(), 0..3),
+                option::of(any::<u64>())
+            )
         )
             .prop_map(
-                |((id, version, session_id, peer_id, user_id, limits), (resume_token, resumed))| {
+                |(
+                    (id, version, session_id, peer_id, user_id, limits),
+                    (resume_token, resumed, ice_servers, ice_servers_expire_at),
+                )| {
                     ServerMessage::Welcome {
                         id,
                         version,
@@ -131,6 +150,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                         limits,
                         resume_token,
                         resumed,
+                        ice_servers,
+                        ice_servers_expire_at,
                     }
                 }
             ),
@@ -154,6 +175,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         (request_id(), error_code(), text()).prop_map(|(id, code, message)| ServerMessage::Error { id, code, message }),
         any::<u64>().prop_map(|expires_in_ms| ServerMessage::TokenExpiring { expires_in_ms }),
         (error_code(), text()).prop_map(|(code, message)| ServerMessage::Goodbye { code, message }),
+        (request_id(), vec(ice_server(), 0..3), option::of(any::<u64>())).prop_map(|(id, ice_servers, expires_at)| {
+            ServerMessage::IceServers {
+                id,
+                ice_servers,
+                expires_at,
+            }
+        }),
     ]
 }
 

@@ -16,6 +16,7 @@ use crate::cluster::guard::Tagger;
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::ice::Ice;
 use crate::session::Hub;
 use crate::session::auth::{Authenticator, dev_secret_path};
 use crate::tls::{CertStore, hex};
@@ -77,7 +78,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let hub = Hub::new(&config, auth, cluster.clone(), shutdown_rx.clone());
+    let ice = Ice::from_config(&config).context("setting up the ICE servers")?;
+    let hub = Hub::new(&config, auth, ice, cluster.clone(), shutdown_rx.clone());
     if let Some(cluster) = &cluster {
         cluster.run(hub.clone());
     }

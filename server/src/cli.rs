@@ -114,14 +114,35 @@ fn token(config: &Config, sub: String, ttl_secs: u64, rooms: Vec<String>, roles:
 }
 
 fn print_config(config: &Config) -> anyhow::Result<()> {
-    let mut shown = config.clone();
-    if shown.jwt_secret.is_some() {
-        shown.jwt_secret = Some(crate::config::Secret("<redacted>".into()));
-    }
-    if shown.redis.is_some() {
-        // The URL may carry a password.
-        shown.redis = Some(crate::config::Secret("<redacted>".into()));
-    }
-    print!("{}", toml::to_string(&shown)?);
+    print!("{}", toml::to_string(&redacted(config))?);
     Ok(())
+}
+
+/// The configuration with every secret replaced by `<redacted>`.
+fn redacted(config: &Config) -> Config {
+    let mut shown = config.clone();
+    let hidden = || crate::config::Secret("<redacted>".into());
+    // The Redis URL may carry a password.
+    for secret in [&mut shown.jwt_secret, &mut shown.redis, &mut shown.turn_secret] {
+        if secret.is_some() {
+            *secret = Some(hidden());
+        }
+    }
+    for server in &mut shown.ice_servers.0 {
+        if server.credential.is_some() {
+            server.credential = Some(hidden().0);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_printed_configuration_shows_no_secret() {
+        let config = crate::config::tests::with_every_secret();
+        let printed = toml::to_string(&super::redacted(&config)).unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("turn:t.example"), "{printed}");
+    }
 }

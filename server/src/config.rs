@@ -46,16 +46,16 @@ pub enum JwtAlgorithm {
     EdDsa,
 }
 
-/// The origins browsers may connect from: `scheme://host[:port]` each, or `*`.
-/// Written comma-separated in flags and the environment, as a list in the file.
+/// A list of strings (origins, URLs): written comma-separated in flags and the
+/// environment, as a list in the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct OriginList(pub Vec<String>);
+pub struct List(pub Vec<String>);
 
-impl std::str::FromStr for OriginList {
+impl std::str::FromStr for List {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(OriginList(
+        Ok(List(
             s.split(',')
                 .map(str::trim)
                 .filter(|o| !o.is_empty())
@@ -65,10 +65,19 @@ impl std::str::FromStr for OriginList {
     }
 }
 
-impl OriginList {
-    /// Whether `*` is on the list.
-    pub fn any(&self) -> bool {
-        self.0.iter().any(|o| o == "*")
+/// ICE servers handed to clients as they are (TURN servers with a static
+/// username and password, STUN servers): a JSON list of `RTCIceServer` objects
+/// in flags and the environment, a list of tables in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IceServerList(pub Vec<proto::IceServer>);
+
+impl std::str::FromStr for IceServerList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_str(s).map(IceServerList).map_err(|e| {
+            format!(r#"expected a JSON list like [{{"urls":["turn:turn.example.com:3478"],"username":"u","credential":"p"}}]: {e}"#)
+        })
     }
 }
 
@@ -171,7 +180,7 @@ options! {
         /// Origins (scheme://host[:port]) whose pages may connect and call the API,
         /// comma-separated; `*` allows any. Clients that send no Origin (native
         /// ones) and https pages on the server's own host (any port) are always allowed.
-        allowed_origins: OriginList = OriginList::default(), "SIGNAL_ALLOWED_ORIGINS";
+        allowed_origins: List = List::default(), "SIGNAL_ALLOWED_ORIGINS";
         /// Failed authentications (bad tokens, failed logins) from one IP within
         /// auth_failure_window_secs that get it blocked.
         auth_failures_before_block: u32 = 5, "SIGNAL_AUTH_FAILURES_BEFORE_BLOCK";
@@ -212,6 +221,18 @@ options! {
         /// Bytes of room events a session keeps for a resume (not yet acknowledged,
         /// or sent while its connection was lost); a held session over this ends.
         resume_buffer_bytes: u32 = 262_144, "SIGNAL_RESUME_BUFFER_BYTES";
+        /// STUN servers (stun: or stuns: URLs, comma-separated) every session is told to use.
+        stun_urls: List = List::default(), "SIGNAL_STUN_URLS";
+        /// TURN servers (turn: or turns: URLs, with ?transport=tcp variants) that
+        /// share turn_secret: every session gets credentials minted for it by the
+        /// TURN REST API scheme (coturn's use-auth-secret / static-auth-secret).
+        turn_urls: List = List::default(), "SIGNAL_TURN_URLS";
+        /// How long minted TURN credentials are valid, in seconds.
+        turn_credential_ttl_secs: u64 = 86_400, "SIGNAL_TURN_CREDENTIAL_TTL_SECS";
+        /// ICE servers passed to clients as they are, e.g. a TURN server with a
+        /// static username and credential: a JSON list of RTCIceServer objects
+        /// (a list of tables in the file).
+        ice_servers: IceServerList = IceServerList::default(), "SIGNAL_ICE_SERVERS";
     }
     optional {
         /// PEM certificate chain for both listeners (with tls_key); self-signed when unset.
@@ -232,6 +253,10 @@ options! {
         jwt_audience: String, "SIGNAL_JWT_AUDIENCE";
         /// Redis URL (redis://[user:password@]host:port[/db]) that turns cluster mode on.
         redis: Secret, "SIGNAL_REDIS";
+        /// The secret shared with the TURN servers of turn_urls (coturn's static-auth-secret).
+        turn_secret: Secret, "SIGNAL_TURN_SECRET";
+        /// File holding turn_secret (its first line).
+        turn_secret_file: PathBuf, "SIGNAL_TURN_SECRET_FILE";
     }
 }
 
@@ -336,6 +361,7 @@ impl Config {
         if self.resume_grace_secs > 3600 {
             return fail("resume_grace_secs must be at most 3600 (0 turns resume off)");
         }
+        self.validate_ice()?;
         if let Some(bad) = self.allowed_origins.0.iter().find(|o| *o != "*" && !valid_origin(o)) {
             return Err(ConfigError::Invalid(format!(
                 "allowed_origins: {bad:?} is not an origin like https://app.example.com or *"
@@ -356,6 +382,63 @@ impl Config {
         Ok(())
     }
 
+    /// The ICE server options: well-formed URLs of the right scheme, a TURN
+    /// secret exactly when there are TURN URLs to mint credentials for, and
+    /// credentials on every static TURN entry (browsers refuse one without).
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let schemes_ok = |url: &str, schemes: &[&str]| {
+            url.split_once(':').is_some_and(|(scheme, rest)| {
+                schemes.contains(&scheme) && !rest.is_empty() && !rest.contains(char::is_whitespace)
+            })
+        };
+        if let Some(bad) = self.stun_urls.0.iter().find(|u| !schemes_ok(u, &["stun", "stuns"])) {
+            return invalid(format!(
+                "stun_urls: {bad:?} is not a stun: or stuns: URL like stun:stun.example.com:3478"
+            ));
+        }
+        if let Some(bad) = self.turn_urls.0.iter().find(|u| !schemes_ok(u, &["turn", "turns"])) {
+            return invalid(format!(
+                "turn_urls: {bad:?} is not a turn: or turns: URL like turn:turn.example.com:3478?transport=udp"
+            ));
+        }
+        let secret = self.turn_secret.is_some() || self.turn_secret_file.is_some();
+        if self.turn_secret.is_some() && self.turn_secret_file.is_some() {
+            return invalid("set only one of turn_secret and turn_secret_file".into());
+        }
+        if !self.turn_urls.0.is_empty() && !secret {
+            return invalid("turn_urls need turn_secret or turn_secret_file to mint credentials with".into());
+        }
+        if self.turn_urls.0.is_empty() && secret {
+            return invalid("turn_secret is set but turn_urls is empty".into());
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.turn_credential_ttl_secs) {
+            return invalid("turn_credential_ttl_secs must be between 60 and 604800 (a week)".into());
+        }
+        for server in &self.ice_servers.0 {
+            if server.urls.is_empty() {
+                return invalid("ice_servers: every entry needs at least one URL in urls".into());
+            }
+            if let Some(bad) = server
+                .urls
+                .iter()
+                .find(|u| !schemes_ok(u, &["stun", "stuns", "turn", "turns"]))
+            {
+                return invalid(format!(
+                    "ice_servers: {bad:?} is not a stun:, stuns:, turn: or turns: URL"
+                ));
+            }
+            let turn = server.urls.iter().any(|u| u.starts_with("turn"));
+            if turn && (server.username.is_none() || server.credential.is_none()) {
+                return invalid(format!(
+                    "ice_servers: {:?} is a TURN server and needs a username and a credential",
+                    server.urls[0]
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a browser page of `origin` may connect. `authority` is where the
     /// request was sent (`Host` / `:authority`): an `https` page on that same
     /// host, on any port, is one of the server's own (its demo page on the HTTPS
@@ -363,7 +446,7 @@ impl Config {
     pub fn origin_allowed(&self, origin: &str, authority: Option<&str>) -> bool {
         let origin = origin.trim_end_matches('/');
         self.dev_mode
-            || self.allowed_origins.any()
+            || self.allowed_origins.0.iter().any(|o| o == "*")
             || self
                 .allowed_origins
                 .0
@@ -411,7 +494,7 @@ fn valid_origin(origin: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -495,6 +578,8 @@ mod tests {
             "jwt_issuer",
             "jwt_audience",
             "redis",
+            "turn_secret",
+            "turn_secret_file",
         ];
         for key in table.keys().map(String::as_str).chain(unset) {
             let flag = key.replace('_', "-");
@@ -505,12 +590,77 @@ mod tests {
         }
     }
 
+    /// A valid configuration with a secret in every option that holds one,
+    /// each containing `hunter2`.
+    pub(crate) fn with_every_secret() -> Config {
+        Config {
+            jwt_secret: Some(Secret("jwt-hunter2".into())),
+            redis: Some(Secret("redis://:redis-hunter2@127.0.0.1/".into())),
+            turn_secret: Some(Secret("turn-hunter2".into())),
+            turn_urls: "turn:127.0.0.1:3478".parse().unwrap(),
+            ice_servers: r#"[{"urls":["turn:t.example"],"username":"u","credential":"static-hunter2"}]"#
+                .parse()
+                .unwrap(),
+            ..Config::default()
+        }
+    }
+
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let config = Config {
-            jwt_secret: Some(Secret("hunter2".into())),
+        let config = with_every_secret();
+        config.validate().unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn ice_options_are_checked() {
+        let base = || Config {
+            stun_urls: "stun:stun.example.com:3478".parse().unwrap(),
+            turn_urls: "turn:turn.example.com:3478?transport=udp, turns:turn.example.com:5349?transport=tcp"
+                .parse()
+                .unwrap(),
+            turn_secret: Some(Secret("s".into())),
             ..Config::default()
         };
-        assert!(!format!("{config:?}").contains("hunter2"));
+        base().validate().unwrap();
+        let refused = [
+            Config {
+                turn_secret: None,
+                ..base()
+            },
+            Config {
+                turn_urls: List::default(),
+                ..base()
+            },
+            Config {
+                stun_urls: "turn:stun.example.com".parse().unwrap(),
+                ..base()
+            },
+            Config {
+                turn_urls: "https://turn.example.com".parse().unwrap(),
+                ..base()
+            },
+            Config {
+                turn_credential_ttl_secs: 5,
+                ..base()
+            },
+            Config {
+                turn_secret_file: Some("secret".into()),
+                ..base()
+            },
+            Config {
+                ice_servers: r#"[{"urls":["turn:static.example.com"]}]"#.parse().unwrap(),
+                ..base()
+            },
+            Config {
+                ice_servers: r#"[{"urls":[]}]"#.parse().unwrap(),
+                ..base()
+            },
+        ];
+        for config in refused {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        assert!("not json".parse::<IceServerList>().is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`room`]: membership and relay;
 //! - [`cluster`]: cluster mode, nodes joined through Redis;
 //! - [`http`]: the HTTPS API and the WSS endpoint; [`metrics`]: `GET /metrics`;
+//! - [`ice`]: the STUN/TURN servers sessions are handed, TURN credentials minted per session;
 //! - [`tls`]: certificates, self-signed and rotated for development;
 //! - [`config`]: the one typed configuration;
 //! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod ice;
 pub mod metrics;
 pub mod room;
 pub mod session;

@@ -18,6 +18,7 @@
 //! | `signal_rooms`, `signal_room_members` | gauge | rooms with members, and their members |
 //! | `signal_blocked_addresses` | gauge | addresses blocked now |
 //! | `signal_redis_up` | gauge | cluster mode: 1 while Redis answers |
+//! | `signal_cluster_refresh_seconds` | gauge | cluster mode: how long the last renewal of this node's room memberships took (keep it well below `cluster_refresh_ms`) |
 
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};

@@ -31,7 +31,8 @@
 // refresh (a session outlives its first token by refreshing it in-band),
 // resume (a call whose first page loses its WebTransport connection, which
 // goes through a UDP proxy of this runner that is cut, and resumes its
-// session over WSS).
+// session over WSS), relay (a call whose peer connections may use only the
+// TURN relays the server handed out, iceTransportPolicy "relay").
 //
 // It serves web-client/ (the real /signaling.js) and fixtures/ over plain HTTP
 // on 127.0.0.1 (pages open it as http://localhost:<port>, a secure context) and
@@ -260,6 +261,10 @@ const scenarios = {
   webtransport: (ctx) => call(ctx, { transport: "webtransport" }, { transport: "webtransport" }),
   websocket: (ctx) => call(ctx, { transport: "websocket" }, { transport: "websocket" }),
   mixed: (ctx) => call(ctx, { transport: "webtransport" }, { transport: "websocket" }),
+  // Both peer connections may use TURN relays only (the server's TURN server,
+  // with the credentials it minted for each page's session).
+  relay: (ctx) =>
+    call(ctx, { transport: "webtransport", extra: { relay: 1 } }, { transport: "websocket", extra: { relay: 1 } }),
   // alice's WebTransport URL leads nowhere: "auto" must fall back to WSS; bob's
   // works: "auto" must take WebTransport.
   fallback: (ctx) =>

@@ -4,6 +4,7 @@
 //!
 //! Tests pass the binary with `env!("CARGO_BIN_EXE_signal-server")`.
 
+pub mod coturn;
 pub mod proxy;
 pub mod raw;
 pub mod redis;
@@ -18,6 +19,19 @@ use proto::Encoding;
 use proto::client::{Client, ClientError, ConnectOptions, Trust};
 use server::session::auth::{TokenClaims, mint_hs256, now_secs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The load generator binary, which sits next to the server binary `server_bin`:
+/// `cargo test --workspace` builds every binary of the workspace, `cargo test
+/// -p e2e` alone does not.
+pub fn loadgen_binary(server_bin: &str) -> PathBuf {
+    let path = std::path::Path::new(server_bin).with_file_name(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p proto --bin loadgen` first",
+        path.display()
+    );
+    path
+}
 
 /// Which transport a test client uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +132,12 @@ impl Server {
             args[at] = port.to_string();
         }
         *child = spawn(&self.bin, &args, &self.dir).0;
+    }
+
+    /// Where the server keeps its self-signed certificate (`cert.pem`, `key.pem`):
+    /// another server given the same files is trusted by the same hash.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.join("certs")
     }
 
     /// The server's HS256 JWT secret, for tools that mint their own tokens (the load generator).

@@ -21,7 +21,10 @@
 //! token's expiry, on the same session. A page in a call whose WebTransport
 //! connection (through a UDP proxy of the runner) is cut resumes its session
 //! over WSS: same peer, nothing missed or doubled, and the call goes on; after
-//! a server restart the resume is refused and a new session opens.
+//! a server restart the resume is refused and a new session opens. Two pages
+//! whose peer connections may use TURN relays only (`iceTransportPolicy:
+//! "relay"`) open their data channel through a real coturn, with the
+//! credentials the server minted for their sessions.
 //!
 //! `scripts/test` installs what these tests need (the `chromium` package and
 //! `npm ci` in `tests/browser`); without them the tests fail, saying so.
@@ -213,6 +216,27 @@ fn a_webtransport_page_calls_a_wss_page() {
     let setup = Setup::start(&[]);
     let outcome = setup.run("mixed", json!({}));
     assert_call(&outcome, "webtransport", "websocket");
+}
+
+#[test]
+fn two_pages_call_each_other_through_coturn_with_the_credentials_the_server_minted() {
+    let coturn = e2e::coturn::Coturn::start("browser-turn-secret");
+    let urls = coturn.urls().join(",");
+    let setup = Setup::start(&[("turn-urls", &urls), ("turn-secret", &coturn.secret)]);
+    let outcome = setup.run("relay", json!({}));
+    assert_call(&outcome, "webtransport", "websocket");
+    for page in ["alice", "bob"] {
+        let page = &outcome["pages"][page];
+        assert_eq!(page["iceServers"], 1, "{outcome}");
+        // iceTransportPolicy "relay": the data channel ran through coturn.
+        assert_eq!(page["pair"]["local"], "relay", "{outcome}");
+        assert_eq!(page["pair"]["remote"], "relay", "{outcome}");
+        // refreshIceServers(): fresh credentials, announced with "iceservers".
+        let refreshed = &page["refreshedIce"];
+        assert!(refreshed["after"].as_u64() > refreshed["before"].as_u64(), "{outcome}");
+        assert_eq!(refreshed["announced"], refreshed["after"], "{outcome}");
+        assert_eq!(refreshed["count"], 1, "{outcome}");
+    }
 }
 
 #[test]

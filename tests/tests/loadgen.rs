@@ -1,33 +1,16 @@
 //! The load generator (`proto`'s `loadgen` binary) against the real server:
 //! a small mixed WebTransport and WSS run that must lose nothing.
 
-use std::path::Path;
 use std::process::Command;
 
 use e2e::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
 
-/// The loadgen binary sits next to the server binary: `cargo test --workspace`
-/// builds every binary of the workspace, `cargo test -p e2e` alone does not.
-fn loadgen() -> std::path::PathBuf {
-    let path = Path::new(BIN).with_file_name(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p proto --bin loadgen` first",
-        path.display()
-    );
-    path
-}
-
-fn hex(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn twenty_sessions_in_rooms_of_four_over_both_transports_lose_nothing() {
     let server = Server::start(BIN, &[]);
-    let mut cmd = Command::new(loadgen());
+    let mut cmd = Command::new(e2e::loadgen_binary(BIN));
     cmd.args(["--url-webtransport", &format!("https://{}/", server.webtransport)])
         .args(["--url-wss", &format!("wss://{}/ws", server.https)])
         .args(["--sessions", "20", "--room-size", "4", "--duration", "3", "--rate", "5"])
@@ -42,7 +25,7 @@ fn twenty_sessions_in_rooms_of_four_over_both_transports_lose_nothing() {
         ])
         .env("SIGNAL_JWT_SECRET", server.secret());
     for hash in &server.hashes {
-        cmd.args(["--cert-hash", &hex(hash)]);
+        cmd.args(["--cert-hash", &server::tls::hex(hash)]);
     }
     let out = cmd.output().expect("run loadgen");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -29,6 +29,8 @@ mod tls;
 mod websocket;
 mod webtransport;
 
+pub use webtransport::SharedEndpoint;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -39,7 +41,9 @@ use tokio::sync::mpsc;
 use crate::codec::{self, Encoding};
 use crate::error::ErrorCode;
 use crate::ids::{ChannelId, PeerId};
-use crate::message::{ClientMessage, EventCount, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token};
+use crate::message::{
+    ClientMessage, EventCount, IceServer, Member, RequestId, Seq, ServerMessage, SessionLimits, Signal, Token,
+};
 use crate::version::PROTOCOL_VERSION;
 
 /// How the client decides to trust the server's certificate.
@@ -75,6 +79,9 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// The local address to connect from (any port), e.g. one of 127.0.0.0/8.
     pub bind_ip: Option<IpAddr>,
+    /// WebTransport only: connect through this shared endpoint (its socket,
+    /// source address and trust) instead of a socket of the client's own.
+    pub endpoint: Option<SharedEndpoint>,
 }
 
 impl ConnectOptions {
@@ -88,6 +95,7 @@ impl ConnectOptions {
             version: PROTOCOL_VERSION,
             timeout: Duration::from_secs(10),
             bind_ip: None,
+            endpoint: None,
         }
     }
 
@@ -118,6 +126,13 @@ impl ConnectOptions {
 
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = Some(ip);
+        self
+    }
+
+    /// Connects over WebTransport through `endpoint` (see [`SharedEndpoint`]);
+    /// ignored for WSS.
+    pub fn endpoint(mut self, endpoint: SharedEndpoint) -> Self {
+        self.endpoint = Some(endpoint);
         self
     }
 
@@ -332,6 +347,18 @@ pub struct Welcome {
     pub resume_token: Option<Token>,
     /// This session was resumed (same session and peer id).
     pub resumed: bool,
+    /// The STUN and TURN servers to use, TURN credentials minted for this session.
+    pub ice_servers: Vec<IceServer>,
+    /// When the TURN credentials expire (Unix seconds): see [`Client::ice_servers`].
+    pub ice_servers_expire_at: Option<u64>,
+}
+
+/// The answer to [`Client::ice_servers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceServers {
+    pub servers: Vec<IceServer>,
+    /// When their TURN credentials expire (Unix seconds), if any do.
+    pub expires_at: Option<u64>,
 }
 
 /// The answer to a resuming `hello`.
@@ -430,6 +457,8 @@ impl Pending {
                     limits,
                     resume_token,
                     resumed,
+                    ice_servers,
+                    ice_servers_expire_at,
                     ..
                 }) => {
                     let welcome = Welcome {
@@ -440,6 +469,8 @@ impl Pending {
                         limits,
                         resume_token,
                         resumed,
+                        ice_servers,
+                        ice_servers_expire_at,
                     };
                     return Ok(Ok(Client {
                         link: self.link,
@@ -510,7 +541,9 @@ impl Client {
         let open = async {
             match kind {
                 TransportKind::WebTransport => {
-                    let (link, control) = webtransport::Link::connect(&url, tls, opts.encoding, opts.bind_ip).await?;
+                    let (link, control) =
+                        webtransport::Link::connect(&url, tls, opts.encoding, opts.bind_ip, opts.endpoint.as_ref())
+                            .await?;
                     Ok((Link::WebTransport(link), control))
                 }
                 TransportKind::WebSocket => {
@@ -654,15 +687,44 @@ impl Client {
     /// Other control-channel messages that arrive meanwhile are skipped.
     pub async fn refresh(&mut self, token: impl Into<String>) -> Result<(), ClientError> {
         let id = self.next_request_id();
-        self.control
-            .send(&ClientMessage::Refresh {
-                id: Some(id),
-                token: Token(token.into()),
-            })
-            .await?;
+        let token = Token(token.into());
+        self.control_request(&ClientMessage::Refresh { id: Some(id), token }, id)
+            .await
+            .map(drop)
+    }
+
+    /// Asks for the session's ICE servers with fresh TURN credentials (before
+    /// [`Welcome::ice_servers_expire_at`]) and waits for them. Other
+    /// control-channel messages that arrive meanwhile are skipped.
+    pub async fn ice_servers(&mut self) -> Result<IceServers, ClientError> {
+        let id = self.next_request_id();
+        match self
+            .control_request(&ClientMessage::IceServers { id: Some(id) }, id)
+            .await?
+        {
+            ServerMessage::IceServers {
+                ice_servers,
+                expires_at,
+                ..
+            } => Ok(IceServers {
+                servers: ice_servers,
+                expires_at,
+            }),
+            other => Err(ClientError::Protocol(format!("{} answering ice_servers", other.kind()))),
+        }
+    }
+
+    /// Sends a request with id `id` on the control channel and waits for its
+    /// answer (an `ack` or a reply carrying the id); an `error` with the id or a
+    /// `goodbye` fails it, anything else is skipped.
+    async fn control_request(&mut self, msg: &ClientMessage, id: RequestId) -> Result<ServerMessage, ClientError> {
+        self.control.send(msg).await?;
         loop {
             match self.control.recv().await {
-                Some(ServerMessage::Ack { id: acked }) if acked == id => return Ok(()),
+                Some(
+                    answer @ (ServerMessage::Ack { id: answered }
+                    | ServerMessage::IceServers { id: Some(answered), .. }),
+                ) if answered == id => return Ok(answer),
                 Some(ServerMessage::Error {
                     id: Some(failed),
                     code,

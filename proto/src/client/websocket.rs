@@ -20,6 +20,24 @@ use crate::message::ServerMessage;
 
 type Routes = Arc<Mutex<HashMap<ChannelId, mpsc::Sender<ServerMessage>>>>;
 
+/// The WebSocket read buffer (grows for a larger message, up to the frame limit).
+const READ_BUFFER: usize = 1024;
+/// Bytes written before tungstenite flushes on its own (the writer flushes each batch).
+const WRITE_BUFFER: usize = 8192;
+/// At most this many queued frames go out in one flush.
+const MAX_BATCH: usize = 64;
+
+/// A WebSocket message for an encoded, enveloped frame.
+fn message(encoding: Encoding, bytes: Vec<u8>) -> Message {
+    match encoding {
+        Encoding::Json => match String::from_utf8(bytes) {
+            Ok(text) => Message::text(text),
+            Err(e) => Message::binary(e.into_bytes()),
+        },
+        Encoding::Bincode => Message::binary(bytes),
+    }
+}
+
 pub(super) struct Link {
     encoding: Encoding,
     out: mpsc::Sender<Vec<u8>>,
@@ -61,7 +79,12 @@ impl Link {
             .map_err(|e| ClientError::Connect(format!("connect {addr}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let connector = Connector::Rustls(Arc::new(tls));
+        // Small buffers, as on the server: tungstenite's defaults are 128 KiB
+        // each, and it zeroes the whole read buffer's free space before every
+        // read (a memset of up to 128 KiB per read, and per message).
         let config = tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
             .max_message_size(Some(codec::HARD_MAX_FRAME))
             .max_frame_size(Some(codec::HARD_MAX_FRAME));
         let (ws, _response) =
@@ -78,14 +101,18 @@ impl Link {
                 tokio::select! {
                     bytes = out_rx.recv() => {
                         let Some(bytes) = bytes else { break };
-                        let msg = match encoding {
-                            Encoding::Json => match String::from_utf8(bytes) {
-                                Ok(text) => Message::text(text),
-                                Err(e) => Message::binary(e.into_bytes()),
-                            },
-                            Encoding::Bincode => Message::binary(bytes),
-                        };
-                        if sink.send(msg).await.is_err() {
+                        // What else is queued goes out with the same flush:
+                        // one TLS record and one system call for the lot.
+                        let mut next = Some(bytes);
+                        let mut fed = 0;
+                        while let Some(bytes) = next {
+                            if sink.feed(message(encoding, bytes)).await.is_err() {
+                                return;
+                            }
+                            fed += 1;
+                            next = if fed < MAX_BATCH { out_rx.try_recv().ok() } else { None };
+                        }
+                        if sink.flush().await.is_err() {
                             return;
                         }
                     }

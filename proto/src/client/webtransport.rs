@@ -1,6 +1,11 @@
 //! The client over WebTransport: one bidirectional stream per channel.
+//!
+//! Each client normally has a QUIC endpoint (a UDP socket) of its own; a
+//! [`SharedEndpoint`] lets many clients share one, so that a process can hold
+//! thousands of sessions without a socket (a file descriptor) each.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
@@ -8,13 +13,89 @@ use wtransport::endpoint::endpoint_side;
 use wtransport::error::ConnectingError;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
-use super::{Channel, ClientError, Framing, INBOX, decode_server};
+use super::{Channel, ClientError, Framing, INBOX, TransportKind, Trust, decode_server};
 use crate::codec::{Encoding, HARD_MAX_FRAME};
 use crate::frame::read_frame;
 
+/// One client QUIC endpoint (one UDP socket) that many WebTransport clients
+/// share: QUIC tells their connections apart by connection id, so 10,000
+/// sessions need one file descriptor instead of 10,000.
+///
+/// The certificate trust is the endpoint's, not the connection's: a client
+/// connecting through it ([`ConnectOptions::endpoint`](super::ConnectOptions::endpoint))
+/// uses the endpoint's trust and source address, and ignores its own.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), proto::client::ClientError> {
+/// use proto::client::{Client, ConnectOptions, SharedEndpoint, Trust};
+///
+/// let trust = Trust::CertificateHashes(vec![[0u8; 32]]);
+/// let endpoint = SharedEndpoint::new(&trust, None)?;
+/// let mut clients = Vec::new();
+/// for token in ["eyJ...", "eyJ..."] {
+///     let opts = ConnectOptions::new("https://127.0.0.1:4433/", trust.clone())
+///         .token(token)
+///         .endpoint(endpoint.clone());
+///     clients.push(Client::connect(opts).await?);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SharedEndpoint {
+    endpoint: Arc<Endpoint<endpoint_side::Client>>,
+}
+
+impl SharedEndpoint {
+    /// Binds a UDP socket on `bind_ip` (any port; the unspecified address when
+    /// `None`) for clients that trust what `trust` says.
+    pub fn new(trust: &Trust, bind_ip: Option<IpAddr>) -> Result<Self, ClientError> {
+        let tls = super::tls::client_config(trust, TransportKind::WebTransport)?;
+        Ok(Self {
+            endpoint: Arc::new(endpoint(tls, bind_ip)?),
+        })
+    }
+
+    /// The address of the endpoint's socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Connections currently open through this endpoint.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+}
+
+impl std::fmt::Debug for SharedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEndpoint")
+            .field("local_addr", &self.local_addr())
+            .field("open_connections", &self.open_connections())
+            .finish()
+    }
+}
+
+/// A client endpoint with the keep-alive the server's idle timeout needs.
+fn endpoint(
+    tls: rustls::ClientConfig,
+    bind_ip: Option<IpAddr>,
+) -> Result<Endpoint<endpoint_side::Client>, ClientError> {
+    let builder = ClientConfig::builder();
+    let builder = match bind_ip {
+        Some(ip) => builder.with_bind_address(SocketAddr::new(ip, 0)),
+        None => builder.with_bind_default(),
+    };
+    let config = builder
+        .with_custom_tls(tls)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
+        .build();
+    Endpoint::client(config).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))
+}
+
 pub(super) struct Link {
-    // Kept so the endpoint's UDP socket lives as long as the connection.
-    _endpoint: Endpoint<endpoint_side::Client>,
+    // Kept so the endpoint's UDP socket lives as long as the connection (it may
+    // be shared with other clients).
+    _endpoint: Arc<Endpoint<endpoint_side::Client>>,
     conn: Connection,
     encoding: Encoding,
     next_channel: AtomicU32,
@@ -26,17 +107,12 @@ impl Link {
         tls: rustls::ClientConfig,
         encoding: Encoding,
         bind_ip: Option<IpAddr>,
+        shared: Option<&SharedEndpoint>,
     ) -> Result<(Self, Channel), ClientError> {
-        let builder = ClientConfig::builder();
-        let builder = match bind_ip {
-            Some(ip) => builder.with_bind_address(SocketAddr::new(ip, 0)),
-            None => builder.with_bind_default(),
+        let endpoint = match shared {
+            Some(shared) => shared.endpoint.clone(),
+            None => Arc::new(endpoint(tls, bind_ip)?),
         };
-        let config = builder
-            .with_custom_tls(tls)
-            .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
-            .build();
-        let endpoint = Endpoint::client(config).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
         let conn = endpoint.connect(url.as_str()).await.map_err(|e| match e {
             ConnectingError::SessionRejected => ClientError::Rejected {
                 status: None,

@@ -15,13 +15,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::request::{MAX_BODY, claims, read_json};
+use super::request::{MAX_BODY, authorized, private, read_json};
 use super::{AppState, refusal_response};
 use crate::accounts::{AccountError, Issued};
 use crate::session::Refusal;
@@ -90,16 +90,7 @@ async fn refresh(
 
 /// `GET /auth/me`: what the bearer's access token says.
 async fn me(State(app): State<AppState>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    let ip = remote.ip();
-    if let Err(refusal) = app
-        .hub
-        .switches
-        .check_service()
-        .and_then(|()| app.hub.check_blocklist(ip))
-    {
-        return refusal_response(&refusal);
-    }
-    match claims(&app.hub, ip, &headers) {
+    match authorized(&app.hub, remote.ip(), &headers) {
         Ok(claims) => {
             let rooms = match claims.rooms {
                 RoomGrant::Any => None,
@@ -151,17 +142,9 @@ fn respond(app: &AppState, ip: IpAddr, issued: Result<Issued, AccountError>, wha
     }
 }
 
-/// A 200 JSON answer no cache keeps (it carries tokens).
-fn private(body: serde_json::Value) -> Response {
-    let mut response = axum::Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::{HeaderValue, header};
     use proto::ErrorCode;
 
     use super::*;

@@ -10,6 +10,7 @@
 //! | `/admin/*` | the operators' view ([`admin`]) |
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]): from loopback and private addresses, or with an admin token |
 //! | `POST /auth/login`, `POST /auth/refresh`, `GET /auth/me` | the account service (see [`auth`]) |
+//! | `GET /ice-servers` | the STUN/TURN servers for the bearer token's user, TURN credentials minted ([`ice`]) |
 //! | `GET /` | the web client's demo page; `/signaling.js`, `/demo.js`, `/demo.css` its files |
 //!
 //! Every response advertises the HTTP/3 (WebTransport) port in `Alt-Svc`. The
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cors;
+pub mod ice;
 pub mod request;
 mod serve;
 
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(admin::routes())
         .merge(auth::routes())
+        .merge(ice::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard));
     Router::new()
         .merge(api)

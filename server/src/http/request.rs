@@ -1,11 +1,12 @@
-//! What the API's handlers read from a request: the bearer token, a JSON
-//! body, and the claims of the bearer token.
+//! What the API's handlers read from a request (the bearer token, a JSON body,
+//! the claims of the bearer token) and how they answer privately.
 
 use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +40,23 @@ pub fn claims(hub: &Hub, ip: IpAddr, headers: &HeaderMap) -> Result<Claims, Refu
     })
 }
 
+/// The claims of a request to a route that needs a token: the service switch
+/// and the blocklist are checked first, then the bearer token ([`claims`]).
+pub fn authorized(hub: &Hub, ip: IpAddr, headers: &HeaderMap) -> Result<Claims, Refusal> {
+    hub.switches.check_service()?;
+    hub.check_blocklist(ip)?;
+    claims(hub, ip, headers)
+}
+
+/// A 200 JSON answer no cache keeps (it carries tokens or credentials).
+pub fn private(body: serde_json::Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// The body as a `T`, or a refusal that says what is wrong with it.
 pub fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<T, Refusal> {
     let is_json = headers
@@ -68,8 +86,6 @@ pub fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, B
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
     #[test]

@@ -28,6 +28,7 @@ use super::session::Session;
 use super::switches::{Switches, Transport};
 use crate::cluster::{Cluster, guard};
 use crate::config::Config;
+use crate::ice::Ice;
 use crate::room::Rooms;
 
 /// Settings the sessions need, taken once from the configuration.
@@ -88,6 +89,8 @@ pub struct Hub {
     pub switches: Switches,
     pub rooms: Rooms,
     pub counters: Counters,
+    /// The STUN and TURN servers sessions are handed.
+    pub ice: Ice,
     /// Sessions that can be resumed, and those held for it.
     pub resumption: Arc<Resumption>,
     /// This node's place in the cluster, in cluster mode.
@@ -140,6 +143,7 @@ impl Hub {
     pub fn new(
         config: &Config,
         auth: Authenticator,
+        ice: Ice,
         cluster: Option<Arc<Cluster>>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
@@ -164,6 +168,7 @@ impl Hub {
             switches: Switches::from_config(config),
             rooms: Rooms::new(config.max_room_members as usize),
             counters: Counters::default(),
+            ice,
             cluster,
             config: Arc::new(config.clone()),
             open_by_transport: Default::default(),

@@ -3,7 +3,8 @@
 //! `hello` opens the session (or resumes one, [`super::resume`]) and `refresh`
 //! renews its token; `join`, `leave`, `signal` and `broadcast` act on rooms (the
 //! last two only with a `seq` above the channel's last one), `received`
-//! acknowledges a room's events; `ping` is answered. Every refusal is an `error` with its code, on the
+//! acknowledges a room's events; `ping` is answered, and so is `ice_servers`
+//! (with freshly minted TURN credentials). Every refusal is an `error` with its code, on the
 //! request's channel (errors that end the session go on the control channel,
 //! followed by the `goodbye`). [`super::session`] checks frames against the limits and
 //! decodes them before they get here.
@@ -35,13 +36,8 @@ impl Session {
                     resume,
                 },
             ) => {
-                if channel != CONTROL_CHANNEL {
-                    return self.error(
-                        channel,
-                        id,
-                        ErrorCode::WrongChannel,
-                        "hello goes on the control channel (0)".into(),
-                    );
+                if self.off_control(channel, id, "hello") {
+                    return;
                 }
                 let preauth = preauth.take();
                 let Some((claims, version)) = self.authenticate_hello(id, version, token, preauth) else {
@@ -109,7 +105,30 @@ impl Session {
                 self.send(channel, ServerMessage::Pong { id, nonce })
             }
             (Phase::Open { .. }, ClientMessage::Refresh { id, token }) => self.refresh(state, channel, id, &token),
+            (Phase::Open { claims, .. }, ClientMessage::IceServers { id }) => {
+                if self.off_control(channel, id, "ice_servers") {
+                    return;
+                }
+                let grant = self.hub.ice.grant(&claims.user_id);
+                let answer = ServerMessage::IceServers {
+                    id,
+                    ice_servers: grant.servers,
+                    expires_at: grant.expires_at,
+                };
+                self.send(channel, answer);
+            }
         }
+    }
+
+    /// Refuses a control request (`what`) sent on a room's channel with
+    /// `wrong_channel`; true if it was.
+    fn off_control(&self, channel: ChannelId, id: Option<RequestId>, what: &str) -> bool {
+        if channel == CONTROL_CHANNEL {
+            return false;
+        }
+        let message = format!("{what} goes on the control channel (0)");
+        self.error(channel, id, ErrorCode::WrongChannel, message);
+        true
     }
 
     /// Accepts `seq` if it is above the channel's last one, else reports the
@@ -135,13 +154,8 @@ impl Session {
 
     /// Replaces the session's token with a fresh one for the same user.
     fn refresh(&self, state: &mut State, channel: ChannelId, id: Option<RequestId>, token: &Token) {
-        if channel != CONTROL_CHANNEL {
-            return self.error(
-                channel,
-                id,
-                ErrorCode::WrongChannel,
-                "refresh goes on the control channel (0)".into(),
-            );
+        if self.off_control(channel, id, "refresh") {
+            return;
         }
         let Phase::Open { claims: current, .. } = &state.phase else {
             return;
@@ -261,6 +275,7 @@ impl Session {
         resumed: bool,
     ) -> ServerMessage {
         let resumption = &self.hub.resumption;
+        let ice = self.hub.ice.grant(&claims.user_id);
         ServerMessage::Welcome {
             id,
             version,
@@ -270,6 +285,8 @@ impl Session {
             limits: self.hub.settings.limits.clone(),
             resume_token: resumption.settings.enabled().then(|| resumption.token(key, generation)),
             resumed,
+            ice_servers: ice.servers,
+            ice_servers_expire_at: ice.expires_at,
         }
     }
 

@@ -551,7 +551,7 @@ mod tests {
             let (shutdown, rx) = watch::channel(false);
             let auth = Authenticator::from_config(&config).unwrap();
             Self {
-                hub: Hub::new(&config, auth, None, rx),
+                hub: Hub::new(&config, auth, crate::ice::Ice::default(), None, rx),
                 _shutdown: shutdown,
             }
         }

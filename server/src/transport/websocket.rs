@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -28,7 +29,8 @@ pub struct ConnectQuery {
 }
 
 /// The WebSocket read buffer (grows for larger messages, up to the frame limit).
-const READ_BUFFER: usize = 4096;
+/// Most signaling frames fit; an offer's SDP may take a second read.
+const READ_BUFFER: usize = 1024;
 /// Bytes written before the WebSocket layer flushes on its own.
 const WRITE_BUFFER: usize = 8192;
 
@@ -172,13 +174,47 @@ async fn linger(stream: &mut Stream) {
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-/// Writes queued messages until the socket fails.
+/// At most this many queued messages go out in one flush, so that a queue that
+/// never empties still reaches the socket.
+const MAX_BATCH: usize = 64;
+/// The encoding buffer a writer keeps between messages, at most: enough for
+/// candidates and small signals; an offer's buffer is not kept (idle sessions
+/// must be cheap).
+const KEPT_BUFFER: usize = 1024;
+
+/// Writes queued messages until the socket fails. Whatever waits in the queue
+/// when the writer wakes up goes out with one flush (one TLS record, one
+/// system call) instead of one each.
 async fn write(sink: &mut Sink, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>, outbox: &Outbox) {
+    let mut buf = Vec::new();
     while let Some(out) = queue.recv().await {
-        if let Err(e) = send(sink, outbox, &out).await {
+        if let Err(e) = write_batch(sink, queue, outbox, out, &mut buf).await {
             return tracing::debug!(error = %e, "WebSocket write failed");
         }
+        // An idle session should not keep the buffer of its largest message.
+        if buf.capacity() > KEPT_BUFFER {
+            buf = Vec::new();
+        }
     }
+}
+
+/// Feeds `first` and up to [`MAX_BATCH`] - 1 more already queued messages to
+/// the sink, then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    queue: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+    outbox: &Outbox,
+    first: Outgoing,
+    buf: &mut Vec<u8>,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(out) = next {
+        sink.feed(encode(outbox, &out, buf)).await?;
+        fed += 1;
+        next = if fed < MAX_BATCH { queue.try_recv().ok() } else { None };
+    }
+    sink.flush().await
 }
 
 /// Sends what is still queued, the goodbye, and a close frame.
@@ -188,13 +224,18 @@ async fn farewell(
     outbox: &Outbox,
     goodbye: Goodbye,
 ) {
+    let mut buf = Vec::new();
     while let Ok(out) = queue.try_recv() {
-        if send(sink, outbox, &out).await.is_err() {
+        if sink.feed(encode(outbox, &out, &mut buf)).await.is_err() {
             return;
         }
     }
-    let bytes = codec::encode_enveloped(outbox.encoding(), proto::CONTROL_CHANNEL, &goodbye.to_message());
-    if sink.send(frame(outbox.encoding(), bytes)).await.is_err() {
+    let msg = goodbye.to_message();
+    if sink
+        .send(frame(outbox.encoding(), proto::CONTROL_CHANNEL, &msg, &mut buf))
+        .await
+        .is_err()
+    {
         return;
     }
     let code = match goodbye.code {
@@ -210,19 +251,24 @@ async fn farewell(
     let _ = sink.close().await;
 }
 
-async fn send(sink: &mut Sink, outbox: &Outbox, out: &Outgoing) -> Result<(), axum::Error> {
-    let encoding = outbox.encoding();
-    let bytes = codec::encode_enveloped(encoding, out.channel, &*out.msg);
+/// The WebSocket message for `out`; it leaves the outbound queue's byte count.
+fn encode(outbox: &Outbox, out: &Outgoing, buf: &mut Vec<u8>) -> Message {
+    let msg = frame(outbox.encoding(), out.channel, &out.msg, buf);
     outbox.written(out);
-    sink.send(frame(encoding, bytes)).await
+    msg
 }
 
-fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
+/// Encodes `msg` enveloped with `channel` in `buf` (reused, so that it has
+/// grown to the session's usual frame size) and copies it into a message of
+/// its exact size: one allocation a frame.
+fn frame(encoding: Encoding, channel: proto::ChannelId, msg: &proto::ServerMessage, buf: &mut Vec<u8>) -> Message {
+    buf.clear();
+    codec::encode_enveloped_into(encoding, channel, msg, buf);
     match encoding {
-        Encoding::Json => match String::from_utf8(bytes) {
-            Ok(text) => Message::Text(text.into()),
-            Err(e) => Message::Binary(e.into_bytes().into()),
+        Encoding::Json => match std::str::from_utf8(buf) {
+            Ok(text) => Message::Text(Utf8Bytes::from(text)),
+            Err(_) => Message::Binary(Bytes::copy_from_slice(buf)),
         },
-        Encoding::Bincode => Message::Binary(bytes.into()),
+        Encoding::Bincode => Message::Binary(Bytes::copy_from_slice(buf)),
     }
 }

@@ -200,34 +200,48 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
             Some(_) = writers.join_next() => {}
         }
     };
-    match (&end, control_writer) {
-        (End::Goodbye(goodbye), writer) => {
-            if let Some(writer) = writer {
+    match end {
+        End::Goodbye(goodbye) => {
+            if let Some(writer) = control_writer {
                 // The control writer sends what is queued and the goodbye, then finishes.
                 let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
             }
+            stop(readers, writers).await;
+            // The session is over: its connection slot is free before the client is waited for.
+            drop(session);
+            // A browser drops what it has received but not yet handed to the
+            // page when the session closes, so closing right after the goodbye
+            // was acknowledged can still lose it: the client, which closes once
+            // it has read the goodbye, is given a moment to do so first (as the
+            // WSS transport waits for the client's close frame).
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, conn.closed()).await;
             conn.close(
                 VarInt::from_u32(u32::from(goodbye.code.number())),
                 goodbye.code.as_str().as_bytes(),
             );
         }
-        (End::Closed | End::Lost, writer) => {
-            if let Some(writer) = writer {
+        End::Closed | End::Lost => {
+            if let Some(writer) = control_writer {
                 writer.abort();
             }
             conn.close(VarInt::from_u32(0), b"");
+            stop(readers, writers).await;
+            if let End::Lost = end {
+                // The session layer may hold the session for a resume.
+                session.connection_lost();
+            }
         }
     }
     tracing::debug!("WebTransport connection closed");
+}
+
+/// Stops a session's stream tasks; their references to the session are gone
+/// when this returns.
+async fn stop<R: 'static, W: 'static>(mut readers: JoinSet<R>, mut writers: JoinSet<W>) {
     readers.abort_all();
     writers.abort_all();
-    // The readers' and writers' references are gone once they are aborted.
     while readers.join_next().await.is_some() {}
     while writers.join_next().await.is_some() {}
-    if let End::Lost = end {
-        // The session layer may hold the session for a resume.
-        session.connection_lost();
-    }
 }
 
 /// Reads a channel's frames into the session; returns the channel when its
@@ -245,6 +259,10 @@ async fn read_channel(
         match read_frame(&mut recv, &mut buf, max).await {
             Ok(true) => {
                 session.on_stream_frame(channel, encoding, &buf);
+                // An idle stream should not keep the buffer of its largest frame (an offer).
+                if buf.capacity() > KEPT_BUFFER {
+                    buf = Vec::new();
+                }
                 // A left room's (or refused join's) stream is done: stop reading it,
                 // which also tells the client (STOP_SENDING) and frees the stream.
                 if session.outbox().is_finished(channel) {
@@ -266,7 +284,10 @@ async fn read_channel(
 async fn write_room(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, outbox: Arc<Outbox>) {
     let mut buf = Vec::new();
     while let Some(out) = queue.recv().await {
-        if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
+        if write_batch(&mut send, &mut queue, &outbox, out, &mut buf)
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -286,7 +307,7 @@ async fn write_control(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>
             goodbye = outbox.closed() => break goodbye,
             out = queue.recv() => {
                 let Some(out) = out else { return };
-                if write_one(&mut send, &outbox, &out, &mut buf).await.is_err() {
+                if write_batch(&mut send, &mut queue, &outbox, out, &mut buf).await.is_err() {
                     return;
                 }
             }
@@ -322,6 +343,45 @@ async fn write_one(send: &mut SendStream, outbox: &Outbox, out: &Outgoing, buf: 
     proto::frame::encode_frame_into(outbox.encoding(), &*out.msg, buf);
     outbox.written(out);
     send.write_all(buf).await.map_err(|_| ())
+}
+
+/// At most this many queued messages, or about this many bytes, go out in one
+/// write.
+const MAX_BATCH: usize = 64;
+const BATCH_BYTES: usize = 16 * 1024;
+/// The read or write buffer a stream keeps between frames, at most: enough for
+/// candidates and small signals; an offer's buffer is not kept (idle sessions
+/// must be cheap).
+const KEPT_BUFFER: usize = 1024;
+
+/// Writes `first` and the messages already queued behind it (up to
+/// [`MAX_BATCH`]) with one write: one wake-up of the QUIC connection instead
+/// of one a message.
+async fn write_batch(
+    send: &mut SendStream,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    outbox: &Outbox,
+    first: Outgoing,
+    buf: &mut Vec<u8>,
+) -> Result<(), ()> {
+    buf.clear();
+    let mut next = Some(first);
+    let mut batched = 0;
+    while let Some(out) = next {
+        proto::frame::append_frame(outbox.encoding(), &*out.msg, buf);
+        outbox.written(&out);
+        batched += 1;
+        next = if batched < MAX_BATCH && buf.len() < BATCH_BYTES {
+            queue.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    let written = send.write_all(buf).await.map_err(|_| ());
+    if buf.capacity() > KEPT_BUFFER {
+        *buf = Vec::new();
+    }
+    written
 }
 
 #[cfg(test)]

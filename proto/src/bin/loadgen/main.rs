@@ -5,8 +5,11 @@
 //! browsers do, then keeps each session sending `custom` signals at a steady
 //! rate, and reports connect times, relay latencies, throughput, errors by code
 //! and the server's memory. `run.rs` opens the sessions and rooms, `traffic.rs` is one
-//! session's traffic pattern, `report.rs` prints.
+//! session's traffic pattern, `link.rs` what it goes through (our server, or
+//! the PeerJS server through `peerjs.rs`, for a side-by-side), `report.rs` prints.
 
+mod link;
+mod peerjs;
 mod report;
 mod run;
 mod traffic;
@@ -27,7 +30,11 @@ pub struct Args {
     /// The server's WSS URL.
     #[arg(long, default_value = "wss://127.0.0.1:8443/ws")]
     pub url_wss: String,
-    /// Which transport the sessions use (`mix` alternates, so rooms hold both).
+    /// The PeerJS server's WebSocket URL (`--transport peerjs`), without its query.
+    #[arg(long, default_value = "wss://127.0.0.1:9000/peerjs")]
+    pub url_peerjs: String,
+    /// Which transport the sessions use (`mix` alternates, so rooms hold both;
+    /// `peerjs` runs the same scenario against the PeerJS server instead).
     #[arg(long, value_enum, default_value_t = TransportArg::Webtransport)]
     pub transport: TransportArg,
     /// SHA-256 of the server's certificate, in hex, as the server prints it on
@@ -35,8 +42,9 @@ pub struct Args {
     #[arg(long = "cert-hash", required = true, value_parser = parse_hash)]
     pub cert_hashes: Vec<[u8; 32]>,
     /// The server's HS256 JWT secret: each session gets a token for `load-<n>`.
+    /// (Required except with `--transport peerjs`.)
     #[arg(long, env = "SIGNAL_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
     /// How many sessions to open.
     #[arg(long, default_value_t = 100)]
     pub sessions: usize,
@@ -49,6 +57,11 @@ pub struct Args {
     /// Seconds of steady traffic after the last session was due to connect.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds after the last session was due to connect before latencies are
+    /// recorded: messages sent earlier (during the connects and the opening
+    /// exchanges) are counted and checked, not measured. 0: everything is measured.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
     /// `custom` signals per second each session sends in the steady phase.
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
@@ -61,6 +74,10 @@ pub struct Args {
     /// a range (`127.0.0.1-127.0.0.200`) or a comma-separated list.
     #[arg(long, value_parser = parse_ips)]
     pub source_ips: Option<IpList>,
+    /// WebTransport sessions share this many client endpoints (UDP sockets),
+    /// round robin, each bound to the next source address; 0: a socket per session.
+    #[arg(long, default_value_t = 0)]
+    pub wt_endpoints: usize,
     /// The server's process id: its resident memory is sampled every second.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -77,6 +94,7 @@ pub enum TransportArg {
     Webtransport,
     Wss,
     Mix,
+    Peerjs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +161,17 @@ async fn main() -> std::process::ExitCode {
         eprintln!("loadgen: --sessions, --connect-rate and --rate must be positive");
         return std::process::ExitCode::from(2);
     }
-    let outcome = run::run(&args).await;
+    if args.jwt_secret.is_none() && args.transport != TransportArg::Peerjs {
+        eprintln!("loadgen: --jwt-secret (or SIGNAL_JWT_SECRET) is required");
+        return std::process::ExitCode::from(2);
+    }
+    let outcome = match run::run(&args).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let report = report::Report::new(&args, &outcome);
     if args.json {
         println!("{}", report.to_json());

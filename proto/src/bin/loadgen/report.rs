@@ -67,6 +67,8 @@ pub struct Report {
     steady_received: u64,
     steady_bytes: u64,
     steady_secs: f64,
+    steady_sent: u64,
+    steady_send_secs: f64,
     errors: BTreeMap<String, u64>,
     rss: Option<Rss>,
 }
@@ -75,7 +77,11 @@ impl Report {
     pub fn new(args: &Args, o: &Outcome) -> Self {
         Report {
             transport: format!("{:?}", args.transport).to_lowercase(),
-            encoding: format!("{:?}", args.encoding).to_lowercase(),
+            // PeerJS speaks JSON whatever --encoding says.
+            encoding: match args.transport {
+                crate::TransportArg::Peerjs => "json".to_owned(),
+                _ => format!("{:?}", args.encoding).to_lowercase(),
+            },
             room_size: args.room_size,
             rate: args.rate,
             duration: args.duration,
@@ -94,6 +100,8 @@ impl Report {
             steady_received: o.steady_received,
             steady_bytes: o.steady_bytes,
             steady_secs: o.steady_secs,
+            steady_sent: o.steady_sent,
+            steady_send_secs: o.steady_send_secs,
             errors: o.errors.clone(),
             rss: o.rss_kib,
         }
@@ -132,6 +140,12 @@ impl Report {
                 "bytes": self.steady_bytes,
                 "messages_per_sec": round3(self.per_sec(self.steady_received)),
                 "bytes_per_sec": round3(self.per_sec(self.steady_bytes)),
+                "sent": self.steady_sent,
+                "sent_per_sec": round3(if self.steady_send_secs > 0.0 {
+                    self.steady_sent as f64 / self.steady_send_secs
+                } else {
+                    0.0
+                }),
             },
             "totals": {
                 "sent": self.sent,

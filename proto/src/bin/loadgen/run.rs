@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use proto::client::{Client, ClientError, ConnectOptions, Room, Trust};
-use proto::{Encoding, PeerId};
+use proto::Encoding;
+use proto::client::{ClientError, SharedEndpoint, Trust};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::link::{Addr, Link};
 use crate::traffic::{Traffic, offer};
 use crate::{Args, TransportArg, secs};
 
@@ -53,6 +54,11 @@ pub struct Outcome {
     pub steady_received: u64,
     pub steady_bytes: u64,
     pub steady_secs: f64,
+    /// `custom` signals sent, and the span from the first to the last such send:
+    /// their ratio is the rate actually offered, measured the same way as the
+    /// delivered one (sessions start their steady phase at different times).
+    pub steady_sent: u64,
+    pub steady_send_secs: f64,
     pub errors: BTreeMap<String, u64>,
     pub rss_kib: Option<Rss>,
     pub elapsed: Duration,
@@ -75,6 +81,9 @@ pub(crate) struct Shared {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) steady_received: AtomicU64,
+    pub(crate) steady_sent: AtomicU64,
+    /// Nanoseconds since `epoch` of the last steady send.
+    pub(crate) last_steady_send_ns: AtomicU64,
     pub(crate) steady_bytes: AtomicU64,
     /// Nanoseconds since `epoch` of the first steady send and the last steady receive.
     pub(crate) first_steady_ns: AtomicU64,
@@ -82,6 +91,7 @@ pub(crate) struct Shared {
     /// Sessions that may still send: the drain is over when none may and all arrived.
     pub(crate) sending: AtomicUsize,
     pub(crate) error_count: AtomicU64,
+    pub(crate) logged_errors: AtomicU64,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -127,18 +137,18 @@ impl Drop for Sending {
 /// joined or given up.
 struct RoomState {
     size: usize,
-    peers: Mutex<Vec<Option<PeerId>>>,
+    peers: Mutex<Vec<Option<Addr>>>,
     arrived: watch::Sender<usize>,
 }
 
 impl RoomState {
-    fn arrive(&self, index: usize, peer: Option<PeerId>) {
+    fn arrive(&self, index: usize, peer: Option<Addr>) {
         self.peers.lock().expect("peers lock")[index] = peer;
         self.arrived.send_modify(|n| *n += 1);
     }
 
     /// Waits until every member arrived (or `timeout`); returns the others' ids by index.
-    async fn others(&self, me: usize, timeout: Duration) -> Vec<(usize, PeerId)> {
+    async fn others(&self, me: usize, timeout: Duration) -> Vec<(usize, Addr)> {
         let mut rx = self.arrived.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= self.size)).await;
         let peers = self.peers.lock().expect("peers lock");
@@ -146,7 +156,7 @@ impl RoomState {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != me)
-            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .filter_map(|(i, p)| p.clone().map(|p| (i, p)))
             .collect()
     }
 }
@@ -156,7 +166,7 @@ impl RoomState {
 struct SessionResult {
     connect: Option<Duration>,
     latency_us: Histogram<u64>,
-    connection: Option<(Client, Room)>,
+    connection: Option<Link>,
 }
 
 /// Everything a session needs to know about the run.
@@ -167,6 +177,10 @@ pub(crate) struct Plan {
     pub(crate) transport: TransportArg,
     pub(crate) url_webtransport: String,
     pub(crate) url_wss: String,
+    pub(crate) url_peerjs: String,
+    /// WebTransport sessions share these endpoints round robin (none: a socket each).
+    pub(crate) endpoints: Vec<SharedEndpoint>,
+    pub(crate) peerjs_tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) source_ips: Vec<IpAddr>,
     pub(crate) connect_timeout: Duration,
     pub(crate) room_size: usize,
@@ -175,23 +189,55 @@ pub(crate) struct Plan {
     pub(crate) message_bytes: usize,
     pub(crate) run_id: String,
     pub(crate) steady_end: Instant,
+    /// Messages sent before this (nanoseconds since the epoch) are counted but
+    /// their latency is not recorded: `--warmup` after the last connect.
+    pub(crate) record_from_ns: u64,
     pub(crate) drain_deadline: Instant,
 }
 
-pub async fn run(args: &Args) -> Outcome {
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("shared WebTransport endpoint: {0}")]
+    Endpoint(#[from] ClientError),
+    #[error("PeerJS TLS: {0}")]
+    PeerJsTls(String),
+}
+
+pub async fn run(args: &Args) -> Result<Outcome, SetupError> {
+    let trust = Trust::CertificateHashes(args.cert_hashes.clone());
+    let source_ips = args.source_ips.clone().map(|l| l.0).unwrap_or_default();
+    // Each shared endpoint binds to a source address of its own, round robin.
+    let endpoints = (0..args.wt_endpoints)
+        .map(|j| {
+            SharedEndpoint::new(
+                &trust,
+                (!source_ips.is_empty()).then(|| source_ips[j % source_ips.len()]),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let peerjs_tls = match args.transport {
+        TransportArg::Peerjs => Some(Arc::new(
+            crate::peerjs::tls_config(&args.cert_hashes).map_err(SetupError::PeerJsTls)?,
+        )),
+        _ => None,
+    };
     let start = Instant::now();
     let n = args.sessions;
     let k = args.room_size as usize;
     let connect_span = secs(n.saturating_sub(1) as f64 / args.connect_rate);
     let steady_end = start + connect_span + secs(args.duration);
     let plan = Arc::new(Plan {
-        trust: Trust::CertificateHashes(args.cert_hashes.clone()),
-        secret: args.jwt_secret.clone(),
+        trust,
+        secret: args.jwt_secret.clone().unwrap_or_default(),
         encoding: args.encoding.into(),
         transport: args.transport,
         url_webtransport: args.url_webtransport.clone(),
         url_wss: args.url_wss.clone(),
-        source_ips: args.source_ips.clone().map(|l| l.0).unwrap_or_default(),
+        url_peerjs: args.url_peerjs.clone(),
+        endpoints,
+        peerjs_tls,
+        source_ips,
         connect_timeout: secs(args.connect_timeout),
         room_size: k,
         connect_rate: args.connect_rate,
@@ -199,6 +245,11 @@ pub async fn run(args: &Args) -> Outcome {
         message_bytes: args.message_bytes.max(24),
         run_id: format!("{:x}{:x}", std::process::id(), jsonwebtoken::get_current_timestamp()),
         steady_end,
+        record_from_ns: if args.warmup > 0.0 {
+            (connect_span + secs(args.warmup)).as_nanos() as u64
+        } else {
+            0
+        },
         drain_deadline: steady_end + DRAIN_TIMEOUT,
     });
     let shared = Arc::new(Shared {
@@ -209,11 +260,14 @@ pub async fn run(args: &Args) -> Outcome {
         bytes_sent: AtomicU64::new(0),
         bytes_received: AtomicU64::new(0),
         steady_received: AtomicU64::new(0),
+        steady_sent: AtomicU64::new(0),
+        last_steady_send_ns: AtomicU64::new(0),
         steady_bytes: AtomicU64::new(0),
         first_steady_ns: AtomicU64::new(u64::MAX),
         last_steady_ns: AtomicU64::new(0),
         sending: AtomicUsize::new(n),
         error_count: AtomicU64::new(0),
+        logged_errors: AtomicU64::new(0),
         errors: Mutex::new(BTreeMap::new()),
     });
     let rooms: Vec<Arc<RoomState>> = (0..n.div_ceil(k))
@@ -268,8 +322,14 @@ pub async fn run(args: &Args) -> Outcome {
     let first = shared.first_steady_ns.load(Ordering::Relaxed);
     let last = shared.last_steady_ns.load(Ordering::Relaxed);
     let steady_secs = if first < last { (last - first) as f64 / 1e9 } else { 0.0 };
+    let last_send = shared.last_steady_send_ns.load(Ordering::Relaxed);
+    let steady_send_secs = if first < last_send {
+        (last_send - first) as f64 / 1e9
+    } else {
+        0.0
+    };
     let errors = std::mem::take(&mut *shared.errors.lock().expect("errors lock"));
-    Outcome {
+    Ok(Outcome {
         requested: n,
         connected: shared.connected.load(Ordering::Relaxed),
         connect_us,
@@ -281,10 +341,12 @@ pub async fn run(args: &Args) -> Outcome {
         steady_received: shared.steady_received.load(Ordering::Relaxed),
         steady_bytes: shared.steady_bytes.load(Ordering::Relaxed),
         steady_secs,
+        steady_sent: shared.steady_sent.load(Ordering::Relaxed),
+        steady_send_secs,
         errors,
         rss_kib,
         elapsed: start.elapsed(),
-    }
+    })
 }
 
 /// Once a second: the progress line on stderr and a sample of the server's memory.
@@ -345,53 +407,22 @@ async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomS
         connection: None,
     };
     // Rooms are filled in order.
-    let (room_index, index) = (i / plan.room_size, i % plan.room_size);
-    let webtransport = match plan.transport {
-        TransportArg::Webtransport => true,
-        TransportArg::Wss => false,
-        TransportArg::Mix => i.is_multiple_of(2),
-    };
-    let url = if webtransport {
-        &plan.url_webtransport
-    } else {
-        &plan.url_wss
-    };
-    let claims = serde_json::json!({
-        "sub": format!("load-{i}"),
-        "exp": jsonwebtoken::get_current_timestamp() + 3600,
-    });
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(plan.secret.as_bytes()),
-    )
-    .expect("HS256 signing does not fail");
-    let mut opts = ConnectOptions::new(url.clone(), plan.trust.clone())
-        .token(token)
-        .encoding(plan.encoding)
-        .timeout(plan.connect_timeout);
-    if !plan.source_ips.is_empty() {
-        opts = opts.bind_ip(plan.source_ips[i % plan.source_ips.len()]);
-    }
-
-    let started = Instant::now();
-    let joined = async {
-        let client = Client::connect(opts).await?;
-        let connected = started.elapsed();
-        let joined = client.join(&format!("load-{}-{room_index}", plan.run_id)).await?;
-        Ok::<_, ClientError>((client, joined, connected))
-    };
-    let (mut client, mut joined, connect_time) = match joined.await {
+    let index = i % plan.room_size;
+    let (mut link, me, connect_time) = match Link::open(i, &plan).await {
         Ok(ok) => ok,
-        Err(e) => {
-            shared.error(error_label(&e));
+        Err((label, message)) => {
+            shared.error(label);
+            // The first few say why, on stderr: the report only counts labels.
+            if shared.logged_errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("loadgen: session {i}: {label}: {message}");
+            }
             room.arrive(index, None);
             return result;
         }
     };
     result.connect = Some(connect_time);
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    room.arrive(index, Some(client.peer_id()));
+    room.arrive(index, Some(me));
     let wait = plan.connect_timeout * 2 + secs(room.size as f64 / plan.connect_rate);
     let peers = room.others(index, wait).await;
 
@@ -402,13 +433,13 @@ async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomS
         rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
         sending: true,
     };
-    for &(j, peer) in &peers {
-        if j > index && traffic.send(&joined, peer, offer(&shared)).await.is_err() {
+    for (j, peer) in &peers {
+        if *j > index && traffic.send(&link, peer, offer(&shared)).await.is_err() {
             break;
         }
     }
-    traffic.exchange(&mut client, &mut joined, &peers, &mut sending).await;
+    traffic.exchange(&mut link, &peers, &mut sending).await;
     sending.stop();
-    result.connection = Some((client, joined));
+    result.connection = Some(link);
     result
 }

@@ -5,13 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use proto::client::{Client, ClientError, Room};
-use proto::{PeerId, ServerMessage, Signal};
+use proto::Signal;
 use tokio::time::Instant;
 
-use crate::run::{
-    ANSWER_BYTES, CANDIDATE_BYTES, CANDIDATES, OFFER_BYTES, OPENING_TIMEOUT, Plan, Sending, Shared, error_label,
-};
+use crate::link::{Addr, Event, Link};
+use crate::run::{ANSWER_BYTES, CANDIDATE_BYTES, CANDIDATES, OFFER_BYTES, OPENING_TIMEOUT, Plan, Sending, Shared};
 use crate::secs;
 
 /// One session's side of the traffic once its room is complete.
@@ -32,13 +30,7 @@ enum Phase {
 }
 
 impl Traffic<'_> {
-    pub(crate) async fn exchange(
-        &mut self,
-        client: &mut Client,
-        room: &mut Room,
-        peers: &[(usize, PeerId)],
-        sending: &mut Sending,
-    ) {
+    pub(crate) async fn exchange(&mut self, link: &mut Link, peers: &[(usize, Addr)], sending: &mut Sending) {
         let interval = secs(1.0 / self.plan.rate);
         let interval_us = (interval.as_micros() as u64).max(1);
         let opening_expected = peers.len() * (1 + CANDIDATES);
@@ -51,13 +43,13 @@ impl Traffic<'_> {
         }
         loop {
             tokio::select! {
-                msg = room.recv() => match msg {
-                    Some(ServerMessage::Signal { from, signal }) => {
+                event = link.recv() => match event {
+                    Event::Signal { from, signal } => {
                         let steady = matches!(signal, Signal::Custom { .. });
                         self.received(&signal, steady, interval_us);
                         if !steady {
                             opening_received += 1;
-                            if self.sending && self.reply(room, from, &signal).await.is_err() {
+                            if self.sending && self.reply(link, &from, &signal).await.is_err() {
                                 break;
                             }
                             if phase == Phase::Opening && opening_received >= opening_expected {
@@ -65,24 +57,19 @@ impl Traffic<'_> {
                                 next_tick = Instant::now();
                             }
                         }
+                        // The opening exchange is over: acknowledge it all, as a browser would.
+                        let opened = phase == Phase::Steady && !steady;
+                        if link.acknowledge(opened).await.is_err() {
+                            break;
+                        }
                     }
-                    Some(ServerMessage::Error { code, .. }) => self.shared.error(code.as_str()),
-                    Some(ServerMessage::Goodbye { code, .. }) => {
-                        self.shared.error(code.as_str());
+                    Event::Error(code) => self.shared.error(&code),
+                    Event::Goodbye(code) => {
+                        self.shared.error(&code);
                         break;
                     }
-                    Some(_) => {}
-                    None => {
-                        self.shared.error("closed");
-                        break;
-                    }
-                },
-                msg = client.control().recv() => match msg {
-                    Some(ServerMessage::Error { code, .. } | ServerMessage::Goodbye { code, .. }) => {
-                        self.shared.error(code.as_str());
-                    }
-                    Some(_) => {}
-                    None => {
+                    Event::Other => {}
+                    Event::Closed => {
                         self.shared.error("closed");
                         break;
                     }
@@ -101,8 +88,8 @@ impl Traffic<'_> {
                         }
                         Phase::Steady => {
                             if !peers.is_empty() {
-                                let peer = peers[(self.next_random() % peers.len() as u64) as usize].1;
-                                if self.send(room, peer, self.custom()).await.is_err() {
+                                let peer = &peers[(self.next_random() % peers.len() as u64) as usize].1;
+                                if self.send(link, peer, self.custom()).await.is_err() {
                                     break;
                                 }
                             }
@@ -112,6 +99,8 @@ impl Traffic<'_> {
                             if next_tick + interval < now {
                                 next_tick = now + interval;
                             }
+                            // A slow rate (an idle run) must not sleep past the end of the steady phase.
+                            next_tick = next_tick.min(self.plan.steady_end.max(now));
                         }
                         Phase::Drain => {
                             if self.shared.all_delivered() || now >= self.plan.drain_deadline {
@@ -126,37 +115,38 @@ impl Traffic<'_> {
     }
 
     /// The opening replies: an answer and candidates to an offer, candidates to an answer.
-    async fn reply(&mut self, room: &Room, from: PeerId, signal: &Signal) -> Result<(), ClientError> {
+    async fn reply(&mut self, link: &Link, from: &Addr, signal: &Signal) -> Result<(), &'static str> {
         match signal {
             Signal::Offer { .. } => {
-                self.send(room, from, answer(self.shared)).await?;
+                self.send(link, from, answer(self.shared)).await?;
             }
             Signal::Answer { .. } => {}
             _ => return Ok(()),
         }
         for _ in 0..CANDIDATES {
-            self.send(room, from, candidate(self.shared)).await?;
+            self.send(link, from, candidate(self.shared)).await?;
         }
         Ok(())
     }
 
-    pub(crate) async fn send(&mut self, room: &Room, to: PeerId, signal: Signal) -> Result<(), ClientError> {
+    pub(crate) async fn send(&mut self, link: &Link, to: &Addr, signal: Signal) -> Result<(), &'static str> {
         let bytes = payload(&signal).len() as u64;
         let steady = matches!(signal, Signal::Custom { .. });
         if steady {
-            self.shared
-                .first_steady_ns
-                .fetch_min(self.shared.now_ns(), Ordering::Relaxed);
+            let now = self.shared.now_ns();
+            self.shared.first_steady_ns.fetch_min(now, Ordering::Relaxed);
+            self.shared.last_steady_send_ns.fetch_max(now, Ordering::Relaxed);
+            self.shared.steady_sent.fetch_add(1, Ordering::Relaxed);
         }
-        match room.signal(to, signal).await {
+        match link.signal(to, signal).await {
             Ok(()) => {
                 self.shared.sent.fetch_add(1, Ordering::AcqRel);
                 self.shared.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => {
-                self.shared.error(error_label(&e));
-                Err(e)
+            Err(label) => {
+                self.shared.error(label);
+                Err(label)
             }
         }
     }
@@ -169,12 +159,15 @@ impl Traffic<'_> {
             return;
         };
         let latency_us = now.saturating_sub(sent) / 1000;
+        let record = sent >= self.plan.record_from_ns;
         if steady {
-            let _ = self.latency_us.record_correct(latency_us, interval_us);
+            if record {
+                let _ = self.latency_us.record_correct(latency_us, interval_us);
+            }
             self.shared.steady_received.fetch_add(1, Ordering::Relaxed);
             self.shared.steady_bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
             self.shared.last_steady_ns.fetch_max(now, Ordering::Relaxed);
-        } else {
+        } else if record {
             let _ = self.latency_us.record(latency_us);
         }
         self.shared

@@ -1,0 +1,1 @@
+{"type":"ice_servers","id":9}
