@@ -86,10 +86,14 @@ async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
         // on a client that stopped reading must not keep the session alive.
         // (Cancelling a WebSocket send is safe: a message is either wholly in
         // the socket's buffer or not at all.)
+        // The goodbye comes first: a client that closes as soon as it has read
+        // the error before it must not make the session end unsaid (and its
+        // error uncounted).
         let end = tokio::select! {
-            () = write(&mut sink, &mut queue, &outbox) => End::Lost,
-            end = read(&mut stream, &session) => end,
+            biased;
             goodbye = session.closed() => End::Goodbye(goodbye),
+            end = read(&mut stream, &session) => end,
+            () = write(&mut sink, &mut queue, &outbox) => End::Lost,
         };
         if let End::Goodbye(goodbye) = &end {
             let _ =

@@ -152,6 +152,9 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
     let mut control_writer = None;
     let end = loop {
         tokio::select! {
+            // The session's end comes first (see the control stream's end below).
+            biased;
+            goodbye = session.closed() => break End::Goodbye(goodbye),
             stream = conn.accept_bi() => {
                 let (send, recv) = match stream {
                     Ok(stream) => stream,
@@ -170,7 +173,6 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
                 }
                 readers.spawn(read_channel(recv, channel, session.clone(), encoding).in_current_span());
             }
-            goodbye = session.closed() => break End::Goodbye(goodbye),
             Some(done) = readers.join_next() => {
                 let Ok((channel, finished)) = done else { continue };
                 let closed = conn.closed().now_or_never();
@@ -184,7 +186,8 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
                         Some(ConnectionError::ApplicationClosed(_) | ConnectionError::ConnectionClosed(_))
                     );
                     match session.outbox().goodbye() {
-                        Some(goodbye) => break End::Goodbye(goodbye),
+                        // `closed` returns the goodbye at once, and ends the session with it.
+                        Some(_) => break End::Goodbye(session.closed().await),
                         None if finished || alive || closed_by_client => break End::Closed,
                         None => break End::Lost,
                     }
