@@ -291,6 +291,15 @@ impl RawWss {
         }
     }
 
+    /// The next WebSocket message as it came (pongs included), `None` when the
+    /// connection ended.
+    pub async fn next_raw(&mut self) -> Option<Message> {
+        tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("the server sent something or closed in time")
+            .and_then(Result::ok)
+    }
+
     /// What comes next: a message, the close frame, or the connection dropping.
     pub async fn next(&mut self) -> WsEvent {
         loop {

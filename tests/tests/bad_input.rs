@@ -520,7 +520,7 @@ async fn malformed_frames_get_their_own_codes_on_both_transports_and_the_room_lo
 }
 
 #[tokio::test]
-async fn a_wss_text_frame_that_is_not_utf8_makes_the_websocket_layer_drop_the_connection() {
+async fn a_wss_text_frame_that_is_not_utf8_is_closed_with_1007_before_the_session_sees_it() {
     let server = Server::start(BIN, &[]);
     let bystanders = Bystanders::seat(&server).await;
     let mut ws = RawWss::connect(&server, ATTACKER, "", &[]).await.expect("upgraded");
@@ -529,13 +529,13 @@ async fn a_wss_text_frame_that_is_not_utf8_makes_the_websocket_layer_drop_the_co
     let text = &b"{\"ch\":1,\"type\":\"broadcast\",\"seq\":1,\"data\":\"\xff\xfe\"}"[..];
     let frame = Frame::message(text.to_vec(), OpCode::Data(Data::Text), true);
     assert!(ws.send_message(Message::Frame(frame)).await);
-    // RFC 6455 lets the server fail the connection on invalid UTF-8; the
-    // WebSocket layer does so before the session sees a frame: no error, no
-    // goodbye, no close frame (so a browser would see 1006).
+    // RFC 6455 has the server fail the connection on invalid UTF-8: the
+    // WebSocket layer does so before the session sees the message, with a close
+    // frame that says why (status 1007), and nothing else.
     let events = ws.drain().await;
     assert!(
-        matches!(events.as_slice(), [WsEvent::Dropped(_)]),
-        "the connection was dropped without a goodbye or a close frame: {events:?}"
+        matches!(events.as_slice(), [WsEvent::Closed(Some((1007, reason)))] if reason.contains("UTF-8")),
+        "closed with 1007 and a reason: {events:?}"
     );
     bystanders.see_leave(attacker_id).await;
     assert_up(&server).await;
@@ -575,7 +575,7 @@ async fn a_frame_over_max_frame_bytes_is_refused_and_the_stream_stays_in_sync() 
 }
 
 #[tokio::test]
-async fn a_wss_message_over_1_mib_makes_the_websocket_layer_drop_the_connection() {
+async fn a_wss_message_over_1_mib_is_closed_with_1009_before_the_session_sees_it() {
     let server = Server::start(BIN, &[]);
     let bystanders = Bystanders::seat(&server).await;
     let mut ws = RawWss::connect(&server, ATTACKER, "", &[]).await.expect("upgraded");
@@ -585,10 +585,11 @@ async fn a_wss_message_over_1_mib_makes_the_websocket_layer_drop_the_connection(
     let _ = ws
         .send_message(Message::binary(vec![0u8; codec::HARD_MAX_FRAME + 512 * 1024]))
         .await;
+    // Refused from the frame's header, before its payload is read.
     let events = ws.drain().await;
     assert!(
-        matches!(events.as_slice(), [WsEvent::Dropped(_)]),
-        "the connection was dropped without a goodbye or a close frame: {events:?}"
+        matches!(events.as_slice(), [WsEvent::Closed(Some((1009, reason)))] if reason.contains("exceeds the limit of 1048576")),
+        "closed with 1009 and a reason: {events:?}"
     );
     bystanders.see_leave(attacker_id).await;
     assert_up(&server).await;

@@ -4,35 +4,39 @@
 //! an envelope (see `proto::codec`). Admission and a token in the URL are
 //! checked before the upgrade, so a refused client gets an HTTP status and a
 //! JSON body with the error code, and costs no session.
+//!
+//! The WebSocket protocol itself is ours ([`handshake`], [`frame`]): a
+//! general-purpose library keeps read and write buffers grown by the largest
+//! message (an offer) for the life of the connection, which is most of what
+//! an idle session costs; here they are let go between messages.
+
+mod frame;
+mod handshake;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, header};
-use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use proto::codec::{self, HARD_MAX_FRAME};
 use proto::{Encoding, ErrorCode};
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use self::frame::{FrameReader, Incoming, Violation};
 use super::FLUSH_TIMEOUT;
 use crate::http::{AppState, refusal_response};
 use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Refusal, Session, Transport};
+
 #[derive(Deserialize)]
 pub struct ConnectQuery {
     token: Option<String>,
 }
-
-/// The WebSocket read buffer (grows for larger messages, up to the frame limit).
-/// Most signaling frames fit; an offer's SDP may take a second read.
-const READ_BUFFER: usize = 1024;
-/// Bytes written before the WebSocket layer flushes on its own.
-const WRITE_BUFFER: usize = 8192;
 
 /// `GET /ws`: checks the switches, the blocklist, the origin, admission and
 /// the URL token, then upgrades.
@@ -40,9 +44,9 @@ pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<ConnectQuery>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
+    let headers = request.headers();
     let connecting = Connecting {
         remote,
         transport: Transport::WebSocket,
@@ -56,48 +60,97 @@ pub async fn upgrade(
     };
     // Checked after the preflight, so that a blocked or switched-off client
     // learns that whatever it sent.
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            let refusal = Refusal::new(
-                ErrorCode::InvalidMessage,
-                format!("not a WebSocket upgrade: {rejection}"),
-            );
-            return refusal_response(&refusal);
+    let accept = match handshake::accept(request.headers()) {
+        Ok(accept) => accept,
+        Err(e) => {
+            let refusal = Refusal::new(ErrorCode::InvalidMessage, format!("not a WebSocket upgrade: {e}"));
+            let mut response = refusal_response(&refusal);
+            *response.status_mut() = e.status();
+            if e.status() == StatusCode::UPGRADE_REQUIRED {
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            return response;
         }
     };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        let refusal = Refusal::new(
+            ErrorCode::InvalidMessage,
+            "this connection cannot be upgraded to a WebSocket",
+        );
+        return refusal_response(&refusal);
+    };
     let hub = app.hub.clone();
-    // tungstenite's default buffers are 128 KiB each way, per connection:
-    // signaling frames are small, and idle sessions must be cheap.
-    ws.max_message_size(HARD_MAX_FRAME)
-        .max_frame_size(HARD_MAX_FRAME)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| run(socket, hub, admitted))
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(TokioIo::new(upgraded), hub, admitted).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
 }
 
-async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
+type Io = TokioIo<Upgraded>;
+
+async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
     let (session, mut queue) = hub.open_shared(admitted);
     let outbox = session.outbox().clone();
     let span = session.span().clone();
-    let (mut sink, mut stream) = socket.split();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut reader = FrameReader::new(HARD_MAX_FRAME);
+    let pong = Pong::default();
     let end = async {
         // The session's end is watched here, not between writes: a writer stuck
         // on a client that stopped reading must not keep the session alive.
-        // (Cancelling a WebSocket send is safe: a message is either wholly in
-        // the socket's buffer or not at all.)
+        // (Cancelling a write is safe: TLS takes a whole batch of frames into
+        // its buffer at once, so frames are never cut.)
         // The goodbye comes first: a client that closes as soon as it has read
         // the error before it must not make the session end unsaid (and its
         // error uncounted).
         let end = tokio::select! {
             biased;
             goodbye = session.closed() => End::Goodbye(goodbye),
-            end = read(&mut stream, &session) => end,
-            () = write(&mut sink, &mut queue, &outbox) => End::Lost,
+            end = read(&mut rd, &mut reader, &session, &pong) => end,
+            () = write(&mut wr, &mut queue, &outbox, &pong) => End::Lost,
         };
-        if let End::Goodbye(goodbye) = &end {
-            let _ =
-                tokio::time::timeout(FLUSH_TIMEOUT, farewell(&mut sink, &mut queue, &outbox, goodbye.clone())).await;
+        let mut last = Vec::new();
+        match &end {
+            End::Goodbye(goodbye) => {
+                while let Ok(out) = queue.try_recv() {
+                    append_message(&mut last, &outbox, &out);
+                }
+                append_enveloped(
+                    &mut last,
+                    outbox.encoding(),
+                    proto::CONTROL_CHANNEL,
+                    &goodbye.to_message(),
+                );
+                frame::append_close(&mut last, close_code(goodbye.code), goodbye.code.as_str());
+            }
+            // The client's close is answered with its status code.
+            End::Closed(Some(code)) => frame::append_close(&mut last, *code, ""),
+            End::Closed(None) => frame::append_close(&mut last, 1000, ""),
+            End::Violation(violation) => {
+                tracing::debug!(%violation, "WebSocket protocol violation");
+                frame::append_close(&mut last, violation.close_code(), &violation.to_string());
+            }
+            End::Lost => {}
+        }
+        if !last.is_empty() {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+                wr.write_all(&last).await?;
+                wr.flush().await
+            })
+            .await;
         }
         end
     }
@@ -107,59 +160,73 @@ async fn run(socket: WebSocket, hub: Arc<Hub>, admitted: Admitted) {
         // The session layer may hold the session for a resume.
         End::Lost => session.connection_lost(),
         // The session is over: its connection slot is free before the client is waited for.
-        End::Closed => drop(session),
+        End::Closed(_) | End::Violation(_) => drop(session),
         End::Goodbye(_) => {
             drop(session);
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut stream)).await;
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut rd, &mut reader)).await;
         }
     }
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
 }
 
 /// How a WebSocket session ended.
 enum End {
     /// The session ended (said goodbye).
     Goodbye(Goodbye),
-    /// The client closed the WebSocket.
-    Closed,
+    /// The client closed the WebSocket (with this status code).
+    Closed(Option<u16>),
+    /// The client broke the WebSocket protocol (invalid UTF-8, a message over
+    /// the limit, ...): the session ends as if closed, and the client is told why.
+    Violation(Violation),
     /// The connection broke without a close.
     Lost,
 }
 
-type Stream = futures_util::stream::SplitStream<WebSocket>;
-
-/// Reads frames into the session until the client closes the WebSocket
-/// ([`End::Closed`]) or the connection breaks ([`End::Lost`]).
-async fn read(stream: &mut Stream, session: &Session) -> End {
-    while let Some(msg) = stream.next().await {
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket read failed");
-                return broken(e);
-            }
-        };
-        match msg {
-            Message::Text(text) => session.on_envelope_frame(Encoding::Json, text.as_bytes()),
-            Message::Binary(bin) => session.on_envelope_frame(Encoding::Bincode, &bin),
-            Message::Close(_) => return End::Closed,
-            // Pings are answered by the WebSocket layer; they still show the client is there.
-            Message::Ping(_) | Message::Pong(_) => session.on_keepalive(),
-        }
+/// The close status code that goes with a goodbye.
+fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::ShuttingDown => 1001,
+        ErrorCode::Internal => 1011,
+        _ => 1008,
     }
-    End::Lost
 }
 
-/// Why reading failed: the connection broke (lost, the session may be
-/// resumed), or the client broke the WebSocket protocol (invalid UTF-8, a
-/// message over the limit), which ends the session like a close.
-fn broken(error: axum::Error) -> End {
-    use tungstenite::error::{Error, ProtocolError};
-    match error.into_inner().downcast_ref::<Error>() {
-        Some(Error::Io(_) | Error::ConnectionClosed | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-            End::Lost
+/// The pong the writer owes the client: only the latest ping is answered
+/// (RFC 6455 §5.5.3), so a ping flood cannot make it queue up.
+#[derive(Default)]
+struct Pong {
+    payload: Mutex<Option<Vec<u8>>>,
+    due: Notify,
+}
+
+/// Reads messages into the session until the client closes the WebSocket,
+/// breaks its protocol, or the connection breaks ([`End::Lost`]).
+async fn read(rd: &mut ReadHalf<Io>, reader: &mut FrameReader, session: &Session, pong: &Pong) -> End {
+    loop {
+        loop {
+            match reader.next() {
+                Ok(Some(Incoming::Text(text))) => session.on_envelope_frame(Encoding::Json, text),
+                Ok(Some(Incoming::Binary(bin))) => session.on_envelope_frame(Encoding::Bincode, bin),
+                Ok(Some(Incoming::Ping(payload))) => {
+                    *pong.payload.lock().expect("pong lock") = Some(payload.to_vec());
+                    pong.due.notify_one();
+                    session.on_keepalive();
+                }
+                // An answer to a ping, or unsolicited: either shows the client is there.
+                Ok(Some(Incoming::Pong)) => session.on_keepalive(),
+                Ok(Some(Incoming::Close(code))) => return End::Closed(code),
+                Ok(None) => break,
+                Err(violation) => return End::Violation(violation),
+            }
         }
-        Some(_) => End::Closed,
-        None => End::Lost,
+        match rd.read_buf(reader.spare()).await {
+            Ok(0) => return End::Lost,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket read failed");
+                return End::Lost;
+            }
+        }
     }
 }
 
@@ -168,33 +235,60 @@ fn broken(error: axum::Error) -> End {
 /// client's TCP stack discard what it had not read yet: the goodbye, the close
 /// frame, and whatever came before them (a flooding client always has bytes
 /// in flight).
-async fn linger(stream: &mut Stream) {
-    while let Some(Ok(msg)) = stream.next().await {
-        if let Message::Close(_) = msg {
-            break;
+async fn linger(rd: &mut ReadHalf<Io>, reader: &mut FrameReader) {
+    loop {
+        loop {
+            match reader.next() {
+                Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+            }
+        }
+        if !matches!(rd.read_buf(reader.spare()).await, Ok(n) if n > 0) {
+            return;
         }
     }
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-/// At most this many queued messages go out in one flush, so that a queue that
+/// At most this many queued messages go out in one write, so that a queue that
 /// never empties still reaches the socket.
 const MAX_BATCH: usize = 64;
-/// The encoding buffer a writer keeps between messages, at most: enough for
+/// The output buffer a writer keeps between writes, at most: enough for
 /// candidates and small signals; an offer's buffer is not kept (idle sessions
 /// must be cheap).
-const KEPT_BUFFER: usize = 1024;
+const KEPT_BUFFER: usize = frame::KEPT_BUFFER;
 
-/// Writes queued messages until the socket fails. Whatever waits in the queue
-/// when the writer wakes up goes out with one flush (one TLS record, one
-/// system call) instead of one each.
-async fn write(sink: &mut Sink, queue: &mut tokio::sync::mpsc::Receiver<Outgoing>, outbox: &Outbox) {
+/// Writes queued messages (and pongs) until the socket fails. Whatever waits
+/// in the queue when the writer wakes up goes out with one write (one TLS
+/// record, one system call) instead of one each.
+async fn write(wr: &mut WriteHalf<Io>, queue: &mut mpsc::Receiver<Outgoing>, outbox: &Outbox, pong: &Pong) {
     let mut buf = Vec::new();
-    while let Some(out) = queue.recv().await {
-        if let Err(e) = write_batch(sink, queue, outbox, out, &mut buf).await {
+    loop {
+        tokio::select! {
+            biased;
+            () = pong.due.notified() => {
+                if let Some(payload) = pong.payload.lock().expect("pong lock").take() {
+                    frame::append_pong(&mut buf, &payload);
+                }
+            }
+            out = queue.recv() => {
+                let Some(out) = out else { return };
+                append_message(&mut buf, outbox, &out);
+                for _ in 1..MAX_BATCH {
+                    let Ok(out) = queue.try_recv() else { break };
+                    append_message(&mut buf, outbox, &out);
+                }
+            }
+        }
+        if let Err(e) = async {
+            wr.write_all(&buf).await?;
+            wr.flush().await
+        }
+        .await
+        {
             return tracing::debug!(error = %e, "WebSocket write failed");
         }
+        buf.clear();
         // An idle session should not keep the buffer of its largest message.
         if buf.capacity() > KEPT_BUFFER {
             buf = Vec::new();
@@ -202,77 +296,15 @@ async fn write(sink: &mut Sink, queue: &mut tokio::sync::mpsc::Receiver<Outgoing
     }
 }
 
-/// Feeds `first` and up to [`MAX_BATCH`] - 1 more already queued messages to
-/// the sink, then flushes once.
-async fn write_batch(
-    sink: &mut Sink,
-    queue: &mut tokio::sync::mpsc::Receiver<Outgoing>,
-    outbox: &Outbox,
-    first: Outgoing,
-    buf: &mut Vec<u8>,
-) -> Result<(), axum::Error> {
-    let mut next = Some(first);
-    let mut fed = 0;
-    while let Some(out) = next {
-        sink.feed(encode(outbox, &out, buf)).await?;
-        fed += 1;
-        next = if fed < MAX_BATCH { queue.try_recv().ok() } else { None };
-    }
-    sink.flush().await
-}
-
-/// Sends what is still queued, the goodbye, and a close frame.
-async fn farewell(
-    sink: &mut Sink,
-    queue: &mut tokio::sync::mpsc::Receiver<Outgoing>,
-    outbox: &Outbox,
-    goodbye: Goodbye,
-) {
-    let mut buf = Vec::new();
-    while let Ok(out) = queue.try_recv() {
-        if sink.feed(encode(outbox, &out, &mut buf)).await.is_err() {
-            return;
-        }
-    }
-    let msg = goodbye.to_message();
-    if sink
-        .send(frame(outbox.encoding(), proto::CONTROL_CHANNEL, &msg, &mut buf))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let code = match goodbye.code {
-        ErrorCode::ShuttingDown => 1001,
-        ErrorCode::Internal => 1011,
-        _ => 1008,
-    };
-    let close = CloseFrame {
-        code,
-        reason: goodbye.code.as_str().into(),
-    };
-    let _ = sink.send(Message::Close(Some(close))).await;
-    let _ = sink.close().await;
-}
-
-/// The WebSocket message for `out`; it leaves the outbound queue's byte count.
-fn encode(outbox: &Outbox, out: &Outgoing, buf: &mut Vec<u8>) -> Message {
-    let msg = frame(outbox.encoding(), out.channel, &out.msg, buf);
+/// Appends `out` enveloped with its channel as one WebSocket message (text for
+/// JSON, binary for bincode); it leaves the outbound queue's byte count.
+fn append_message(buf: &mut Vec<u8>, outbox: &Outbox, out: &Outgoing) {
+    append_enveloped(buf, outbox.encoding(), out.channel, &out.msg);
     outbox.written(out);
-    msg
 }
 
-/// Encodes `msg` enveloped with `channel` in `buf` (reused, so that it has
-/// grown to the session's usual frame size) and copies it into a message of
-/// its exact size: one allocation a frame.
-fn frame(encoding: Encoding, channel: proto::ChannelId, msg: &proto::ServerMessage, buf: &mut Vec<u8>) -> Message {
-    buf.clear();
+fn append_enveloped(buf: &mut Vec<u8>, encoding: Encoding, channel: proto::ChannelId, msg: &proto::ServerMessage) {
+    let start = frame::begin_frame(buf);
     codec::encode_enveloped_into(encoding, channel, msg, buf);
-    match encoding {
-        Encoding::Json => match std::str::from_utf8(buf) {
-            Ok(text) => Message::Text(Utf8Bytes::from(text)),
-            Err(_) => Message::Binary(Bytes::copy_from_slice(buf)),
-        },
-        Encoding::Bincode => Message::Binary(Bytes::copy_from_slice(buf)),
-    }
+    frame::end_frame(buf, start, encoding == Encoding::Json);
 }

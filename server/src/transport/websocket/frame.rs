@@ -1,0 +1,500 @@
+//! RFC 6455 framing, server side, without I/O: [`FrameReader`] turns the
+//! bytes a client sent into whole messages and control frames, and the
+//! `append_*` functions write unmasked frames into a buffer.
+//!
+//! The server speaks only what the protocol needs: no extensions (a frame with
+//! a reserved bit set is refused), text and binary messages (fragmented or
+//! not), ping, pong and close. Its buffers stay small between messages: an
+//! unfragmented message is handed on where it lies in the read buffer
+//! (unmasked in place), and a buffer grown for a large message is let go
+//! once the message is done, so an idle session keeps about
+//! [`KEPT_BUFFER`] bytes for reading.
+
+use std::ops::Range;
+
+/// The read buffer an idle connection keeps, and the least a read asks for.
+pub const KEPT_BUFFER: usize = 1024;
+
+/// Frame opcodes (RFC 6455 §5.2).
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// What a client sent: a whole message, or a control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A text message (valid UTF-8).
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+    /// A ping, with its payload (to be echoed in a pong).
+    Ping(&'a [u8]),
+    Pong,
+    /// A close frame, with its status code if it had one.
+    Close(Option<u16>),
+}
+
+/// A client broke the WebSocket protocol: the connection is closed with
+/// [`Violation::close_code`] and the message as the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("a WebSocket message of {size} bytes exceeds the limit of {max}")]
+    TooBig { size: u64, max: usize },
+    #[error("a WebSocket text message or close reason is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+impl Violation {
+    /// The close status code (RFC 6455 §7.4.1).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Violation::Protocol(_) => 1002,
+            Violation::TooBig { .. } => 1009,
+            Violation::InvalidUtf8 => 1007,
+        }
+    }
+}
+
+/// Splits the bytes a client sends into messages and control frames.
+///
+/// Fill [`FrameReader::spare`] with what the socket gives, [`FrameReader::filled`]
+/// it, then take [`FrameReader::next`] until it is `None`.
+#[derive(Debug)]
+pub struct FrameReader {
+    /// Bytes read; `buf[start..]` are not parsed yet.
+    buf: Vec<u8>,
+    start: usize,
+    /// A fragmented message's payload so far, and its opcode.
+    message: Vec<u8>,
+    fragmented: Option<u8>,
+    /// The message taken last time lives in `message`: cleared on the next call.
+    taken: bool,
+    /// The bytes the frame being read needs in all (header and payload).
+    want: usize,
+    max_message: usize,
+}
+
+impl FrameReader {
+    /// A reader refusing messages (whole, after reassembly) over `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(KEPT_BUFFER),
+            start: 0,
+            message: Vec::new(),
+            fragmented: None,
+            taken: false,
+            want: 0,
+            max_message,
+        }
+    }
+
+    /// Room for the next read: at least [`KEPT_BUFFER`] bytes, and all that the
+    /// frame being read still needs. Bytes already parsed are dropped first.
+    pub fn spare(&mut self) -> &mut Vec<u8> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            // An idle connection does not keep the buffer of its largest message.
+            if self.buf.capacity() > KEPT_BUFFER && self.want <= KEPT_BUFFER {
+                self.buf = Vec::with_capacity(KEPT_BUFFER);
+            }
+        } else if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let need = self.want.saturating_sub(self.buf.len()).max(KEPT_BUFFER / 2);
+        self.buf.reserve(need);
+        &mut self.buf
+    }
+
+    /// The next message or control frame among the bytes read, `None` when more
+    /// bytes are needed.
+    pub fn next(&mut self) -> Result<Option<Incoming<'_>>, Violation> {
+        if self.taken {
+            self.taken = false;
+            self.message = Vec::new();
+        }
+        loop {
+            let Some((fin, opcode, payload)) = self.frame()? else {
+                return Ok(None);
+            };
+            match opcode {
+                CLOSE => return close(&self.buf[payload]).map(Some),
+                PING => return Ok(Some(Incoming::Ping(&self.buf[payload]))),
+                PONG => return Ok(Some(Incoming::Pong)),
+                _ => {}
+            }
+            let kind = match (opcode, self.fragmented) {
+                (CONTINUATION, None) => return Err(Violation::Protocol("a continuation frame outside a message")),
+                (CONTINUATION, Some(kind)) => kind,
+                (_, Some(_)) => return Err(Violation::Protocol("a new message inside a fragmented one")),
+                (kind, None) => kind,
+            };
+            if self.fragmented.is_none() && fin {
+                // The common case: a whole message in one frame, handed on where it lies.
+                return message(kind, &self.buf[payload]).map(Some);
+            }
+            self.message.extend_from_slice(&self.buf[payload]);
+            if !fin {
+                self.fragmented = Some(kind);
+                continue;
+            }
+            self.fragmented = None;
+            self.taken = true;
+            return message(kind, &self.message).map(Some);
+        }
+    }
+
+    /// Parses one frame at `start`: whether it is final, its opcode, and where
+    /// its (unmasked) payload lies.
+    fn frame(&mut self) -> Result<Option<(bool, u8, Range<usize>)>, Violation> {
+        let bytes = &self.buf[self.start..];
+        if bytes.len() < 2 {
+            self.want = 2;
+            return Ok(None);
+        }
+        let (b0, b1) = (bytes[0], bytes[1]);
+        if b0 & 0x70 != 0 {
+            return Err(Violation::Protocol("a reserved bit is set (no extension was agreed)"));
+        }
+        let opcode = b0 & 0x0F;
+        let fin = b0 & 0x80 != 0;
+        if b1 & 0x80 == 0 {
+            return Err(Violation::Protocol("a client's frame must be masked"));
+        }
+        let header = header_len(b1);
+        if bytes.len() < header {
+            self.want = header;
+            return Ok(None);
+        }
+        let len = match b1 & 0x7F {
+            126 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+            127 => u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")),
+            len => u64::from(len),
+        };
+        match opcode {
+            CLOSE | PING | PONG => {
+                if !fin || len > 125 {
+                    return Err(Violation::Protocol(
+                        "a control frame must be whole and at most 125 bytes",
+                    ));
+                }
+            }
+            CONTINUATION | TEXT | BINARY => {
+                let size = len.saturating_add(self.message.len() as u64);
+                if size > self.max_message as u64 {
+                    return Err(Violation::TooBig {
+                        size,
+                        max: self.max_message,
+                    });
+                }
+            }
+            _ => return Err(Violation::Protocol("an unknown opcode")),
+        }
+        // Under max_message, so it fits in usize.
+        let len = len as usize;
+        if bytes.len() < header + len {
+            self.want = header + len;
+            return Ok(None);
+        }
+        self.want = 0;
+        let mask: [u8; 4] = bytes[header - 4..header].try_into().expect("4 bytes");
+        let payload = self.start + header..self.start + header + len;
+        unmask(&mut self.buf[payload.clone()], mask);
+        self.start = payload.end;
+        Ok(Some((fin, opcode, payload)))
+    }
+}
+
+/// The length of a client frame's header (masked) from its second byte.
+fn header_len(b1: u8) -> usize {
+    match b1 & 0x7F {
+        126 => 2 + 2 + 4,
+        127 => 2 + 8 + 4,
+        _ => 2 + 4,
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let mut chunks = payload.chunks_exact_mut(4);
+    let word = u32::from_ne_bytes(mask);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes(chunk.try_into().expect("4 bytes")) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
+    }
+}
+
+fn message(kind: u8, payload: &[u8]) -> Result<Incoming<'_>, Violation> {
+    if kind == TEXT {
+        std::str::from_utf8(payload).map_err(|_| Violation::InvalidUtf8)?;
+        Ok(Incoming::Text(payload))
+    } else {
+        Ok(Incoming::Binary(payload))
+    }
+}
+
+fn close(payload: &[u8]) -> Result<Incoming<'_>, Violation> {
+    match payload {
+        [] => Ok(Incoming::Close(None)),
+        [_] => Err(Violation::Protocol("a close frame with a one-byte payload")),
+        [hi, lo, reason @ ..] => {
+            std::str::from_utf8(reason).map_err(|_| Violation::InvalidUtf8)?;
+            Ok(Incoming::Close(Some(u16::from_be_bytes([*hi, *lo]))))
+        }
+    }
+}
+
+/// Where a frame started by [`begin_frame`] lies in the output buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameStart(usize);
+
+/// The most a server frame's header takes (no mask).
+const MAX_HEADER: usize = 10;
+
+/// Starts a frame at the end of `out`: append its payload, then [`end_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> FrameStart {
+    let start = out.len();
+    out.extend_from_slice(&[0; MAX_HEADER]);
+    FrameStart(start)
+}
+
+/// Ends the frame started at `start` as a whole text (`text`) or binary
+/// message: writes its header and moves the payload up to it.
+pub fn end_frame(out: &mut Vec<u8>, start: FrameStart, text: bool) {
+    let payload = start.0 + MAX_HEADER;
+    let len = out.len() - payload;
+    let mut header = [0u8; MAX_HEADER];
+    let used = write_header(&mut header, if text { TEXT } else { BINARY }, len);
+    let at = payload - used;
+    out[at..payload].copy_from_slice(&header[..used]);
+    if at > start.0 {
+        out.copy_within(at.., start.0);
+        out.truncate(out.len() - (at - start.0));
+    }
+}
+
+/// Appends a pong echoing `payload` (at most 125 bytes, as the ping's).
+pub fn append_pong(out: &mut Vec<u8>, payload: &[u8]) {
+    append_control(out, PONG, payload);
+}
+
+/// Appends a close frame with `code` and as much of `reason` as fits (123 bytes,
+/// cut at a character boundary).
+pub fn append_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + cut);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..cut]);
+    append_control(out, CLOSE, &payload);
+}
+
+fn append_control(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    debug_assert!(payload.len() <= 125);
+    let mut header = [0u8; MAX_HEADER];
+    let used = write_header(&mut header, opcode, payload.len());
+    out.extend_from_slice(&header[..used]);
+    out.extend_from_slice(payload);
+}
+
+/// Writes a final, unmasked frame header; returns its length.
+fn write_header(header: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
+    header[0] = 0x80 | opcode;
+    if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked with `mask`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// Feeds `bytes` in pieces of `step` and collects what the reader hands on.
+    fn read_all(reader: &mut FrameReader, bytes: &[u8], step: usize) -> Result<Vec<String>, Violation> {
+        let mut seen = Vec::new();
+        for piece in bytes.chunks(step) {
+            reader.spare().extend_from_slice(piece);
+            while let Some(incoming) = reader.next()? {
+                seen.push(match incoming {
+                    Incoming::Text(t) => format!("text {}", String::from_utf8_lossy(t)),
+                    Incoming::Binary(b) => format!("binary {}", b.len()),
+                    Incoming::Ping(p) => format!("ping {}", String::from_utf8_lossy(p)),
+                    Incoming::Pong => "pong".into(),
+                    Incoming::Close(code) => format!("close {code:?}"),
+                });
+            }
+        }
+        Ok(seen)
+    }
+
+    #[test]
+    fn the_example_frames_of_rfc_6455_are_read() {
+        // §5.7: a single-frame masked text message "Hello".
+        let hello = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut reader = FrameReader::new(1 << 20);
+        assert_eq!(read_all(&mut reader, &hello, 100).unwrap(), ["text Hello"]);
+        // A fragmented text message "Hel" + "lo", masked.
+        let mut bytes = client_frame(false, TEXT, b"Hel", MASK);
+        bytes.extend(client_frame(true, CONTINUATION, b"lo", MASK));
+        assert_eq!(read_all(&mut reader, &bytes, 100).unwrap(), ["text Hello"]);
+    }
+
+    #[test]
+    fn messages_arrive_whole_however_the_bytes_are_cut() {
+        let offer = "v=0 ".repeat(1200); // 4,800 bytes: a 16-bit length
+        let big = vec![7u8; 70_000]; // a 64-bit length
+        let mut bytes = client_frame(true, TEXT, offer.as_bytes(), MASK);
+        bytes.extend(client_frame(true, PING, b"are you there", MASK));
+        bytes.extend(client_frame(false, BINARY, &big[..30_000], MASK));
+        // Control frames may come between a message's fragments.
+        bytes.extend(client_frame(true, PONG, b"", MASK));
+        bytes.extend(client_frame(true, CONTINUATION, &big[30_000..], MASK));
+        bytes.extend(client_frame(true, TEXT, "candidate ünïcode".as_bytes(), MASK));
+        bytes.extend(client_frame(true, CLOSE, &[0x03, 0xe8, b'o', b'k'], MASK));
+        let want = [
+            format!("text {offer}"),
+            "ping are you there".into(),
+            "pong".into(),
+            "binary 70000".into(),
+            "text candidate ünïcode".into(),
+            "close Some(1000)".into(),
+        ];
+        for step in [1, 2, 3, 7, 100, 1024, 5000, bytes.len()] {
+            let mut reader = FrameReader::new(1 << 20);
+            assert_eq!(read_all(&mut reader, &bytes, step).unwrap(), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_idle_reader_lets_go_of_the_buffer_of_a_large_message() {
+        let mut reader = FrameReader::new(1 << 20);
+        let bytes = client_frame(true, BINARY, &[1; 5000], MASK);
+        assert_eq!(read_all(&mut reader, &bytes, 1000).unwrap(), ["binary 5000"]);
+        assert!(reader.buf.capacity() >= 5000);
+        reader.spare();
+        assert_eq!(reader.buf.capacity(), KEPT_BUFFER);
+        let mut fragmented = client_frame(false, TEXT, &[b'a'; 3000], MASK);
+        fragmented.extend(client_frame(true, CONTINUATION, &[b'b'; 3000], MASK));
+        read_all(&mut reader, &fragmented, 4096).unwrap();
+        reader.spare();
+        reader.next().unwrap();
+        assert_eq!(reader.message.capacity(), 0);
+        assert!(reader.buf.capacity() <= KEPT_BUFFER);
+    }
+
+    #[test]
+    fn protocol_violations_are_refused_with_their_close_codes() {
+        let cases: [(Vec<u8>, u16); 9] = [
+            // Unmasked.
+            (vec![0x81, 0x02, b'h', b'i'], 1002),
+            // RSV1 (compression was never agreed).
+            (client_frame(true, 0x40 | TEXT, b"hi", MASK), 1002),
+            // Opcode 3 is reserved.
+            (client_frame(true, 0x3, b"hi", MASK), 1002),
+            // A continuation with no message begun.
+            (client_frame(true, CONTINUATION, b"hi", MASK), 1002),
+            // A fragmented control frame, and one over 125 bytes.
+            (client_frame(false, PING, b"hi", MASK), 1002),
+            (client_frame(true, PING, &[0; 126], MASK), 1002),
+            // A close frame with a one-byte payload.
+            (client_frame(true, CLOSE, &[3], MASK), 1002),
+            // Invalid UTF-8 in a text message.
+            (client_frame(true, TEXT, &[0xff, 0xfe], MASK), 1007),
+            // Over the message limit (16 here), declared in the header.
+            (client_frame(true, BINARY, &[0; 17], MASK), 1009),
+        ];
+        for (bytes, code) in cases {
+            let mut reader = FrameReader::new(16);
+            let err = read_all(&mut reader, &bytes, bytes.len()).unwrap_err();
+            assert_eq!(err.close_code(), code, "{err} for {bytes:02x?}");
+        }
+        // A message begun and another begun before it ended.
+        let mut bytes = client_frame(false, TEXT, b"a", MASK);
+        bytes.extend(client_frame(true, BINARY, b"b", MASK));
+        let err = read_all(&mut FrameReader::new(16), &bytes, 100).unwrap_err();
+        assert_eq!(err, Violation::Protocol("a new message inside a fragmented one"));
+        // Fragments adding up over the limit.
+        let mut bytes = client_frame(false, BINARY, &[0; 10], MASK);
+        bytes.extend(client_frame(true, CONTINUATION, &[0; 10], MASK));
+        let err = read_all(&mut FrameReader::new(16), &bytes, 100).unwrap_err();
+        assert_eq!(err, Violation::TooBig { size: 20, max: 16 });
+        // A huge declared length is refused from the header, before any payload.
+        let header = [0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        let err = read_all(&mut FrameReader::new(16), &header, 100).unwrap_err();
+        assert_eq!(err.close_code(), 1009);
+    }
+
+    #[test]
+    fn server_frames_have_the_shortest_header_and_no_mask() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let mut out = b"before".to_vec();
+            let start = begin_frame(&mut out);
+            out.extend(std::iter::repeat_n(b'x', len));
+            end_frame(&mut out, start, true);
+            let frame = &out[6..];
+            assert_eq!(frame[0], 0x81);
+            let (header, declared) = match frame[1] {
+                126 => (4, u16::from_be_bytes([frame[2], frame[3]]) as usize),
+                127 => (10, u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize),
+                n => (2, n as usize),
+            };
+            assert_eq!(declared, len);
+            assert_eq!(frame.len(), header + len, "len {len}");
+            let expected_header = if len < 126 {
+                2
+            } else if len <= 65_535 {
+                4
+            } else {
+                10
+            };
+            assert_eq!(header, expected_header);
+        }
+        let mut out = Vec::new();
+        append_close(&mut out, 1008, &"é".repeat(100));
+        assert_eq!(out[0], 0x88);
+        assert_eq!(out[1], 2 + 122, "cut at a character boundary");
+        assert_eq!(&out[2..4], &1008u16.to_be_bytes());
+        let mut out = Vec::new();
+        append_pong(&mut out, b"hi");
+        assert_eq!(out, [0x8A, 2, b'h', b'i']);
+    }
+}

@@ -1,0 +1,116 @@
+//! The WSS transport speaks RFC 6455 itself: fragmented messages, pings
+//! between fragments, the close handshake, refusals with their status codes,
+//! and upgrade requests that are not quite right — over real sockets, against
+//! tokio-tungstenite as the client.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use e2e::raw::{RawWss, WsEvent};
+use e2e::{Server, Via};
+use proto::{CONTROL_CHANNEL, Encoding, ServerMessage, codec};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
+const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn fragment(bytes: &[u8], opcode: OpCode, fin: bool) -> Message {
+    Message::Frame(Frame::message(bytes.to_vec(), opcode, fin))
+}
+
+#[tokio::test]
+async fn a_hello_in_three_fragments_with_a_ping_between_them_is_welcomed_and_the_ping_answered() {
+    let server = Server::start(BIN, &[]);
+    let mut ws = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+    let hello = e2e::raw::hello(&server.token("fragmented"));
+    let text = codec::encode_enveloped(Encoding::Json, CONTROL_CHANNEL, &hello);
+    let (a, rest) = text.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    assert!(ws.send_message(fragment(a, OpCode::Data(Data::Text), false)).await);
+    assert!(
+        ws.send_message(Message::Ping(b"between fragments".to_vec().into()))
+            .await
+    );
+    assert!(ws.send_message(fragment(b, OpCode::Data(Data::Continue), false)).await);
+    assert!(ws.send_message(fragment(c, OpCode::Data(Data::Continue), true)).await);
+    let mut pong = None;
+    let mut welcome = false;
+    while pong.is_none() || !welcome {
+        match ws.next_raw().await.expect("the connection is open") {
+            Message::Pong(payload) => pong = Some(payload),
+            Message::Text(text) => {
+                let (ch, msg) = codec::decode_enveloped(Encoding::Json, text.as_bytes()).expect("a server frame");
+                welcome |= ch == CONTROL_CHANNEL && matches!(msg, ServerMessage::Welcome { .. });
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pong.as_deref(), Some(&b"between fragments"[..]));
+}
+
+#[tokio::test]
+async fn a_clients_close_is_answered_with_its_code_and_ends_the_session_at_once() {
+    let server = Server::start(BIN, &[]);
+    let watcher = server.connect(Via::WebTransport, "watcher").await;
+    let mut watcher_room = watcher.join("lobby").await.unwrap();
+    let mut ws = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+    let leaver = ws.hello(&server.token("leaver")).await;
+    ws.join(1, "lobby").await;
+    let close = CloseFrame {
+        code: CloseCode::Away,
+        reason: "tab closed".into(),
+    };
+    assert!(ws.send_message(Message::Close(Some(close))).await);
+    let events = ws.drain().await;
+    assert!(
+        matches!(events.as_slice(), [WsEvent::Closed(Some((1001, _)))]),
+        "the server echoes the close code: {events:?}"
+    );
+    // A clean close is not a lost connection: peers hear of it now, not after the resume grace period.
+    loop {
+        match watcher_room.recv_timeout(Duration::from_secs(5)).await.unwrap() {
+            ServerMessage::PeerLeft { peer_id, .. } if peer_id == leaver => break,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frame_with_a_reserved_bit_is_refused_with_1002_and_the_reason() {
+    let server = Server::start(BIN, &[]);
+    let mut ws = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+    ws.hello(&server.token("compressor")).await;
+    // RSV1 means permessage-deflate, which was never agreed.
+    let mut frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    assert!(ws.send_message(Message::Frame(frame)).await);
+    let events = ws.drain().await;
+    assert!(
+        matches!(events.as_slice(), [WsEvent::Closed(Some((1002, reason)))] if reason.contains("reserved bit")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_request_that_is_not_right_is_answered_with_a_status_and_an_error_code() {
+    let server = Server::start(BIN, &[]);
+    let version = RawWss::connect(&server, HERE, "", &[("sec-websocket-version", "8")])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(version.status, 426);
+    assert!(
+        version
+            .headers
+            .iter()
+            .any(|(k, v)| k == "sec-websocket-version" && v == "13")
+    );
+    // A plain GET: not an upgrade at all.
+    let plain = server.get("/ws").await;
+    assert_eq!(plain.status, 400);
+    assert_eq!(plain.json()["code"], "invalid_message", "{}", plain.body);
+    assert!(plain.body.contains("not a WebSocket upgrade"), "{}", plain.body);
+}
