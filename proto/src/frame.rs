@@ -94,7 +94,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 async fn skip<R: AsyncRead + Unpin>(reader: &mut R, mut len: usize) -> Result<(), FrameError> {
-    let mut scratch = [0u8; 4096];
+    // On the heap, and only while skipping: an array here would make every
+    // reading future (one per stream, alive for the stream's life) 4 KiB larger.
+    let mut scratch = vec![0u8; len.min(4096)];
     while len > 0 {
         let want = len.min(scratch.len());
         match reader.read(&mut scratch[..want]).await? {

@@ -179,6 +179,10 @@ fn quic_transport(config: &Config) -> wtransport::quinn::TransportConfig {
     transport.stream_receive_window(VarInt::from_u32(stream_window));
     transport.receive_window(VarInt::from_u32(stream_window.saturating_mul(4)));
     transport.datagram_receive_buffer_size(Some(64 * 1024));
+    // Segmentation offload batches bulk sends; signaling sends a few small
+    // packets at a time, and with it each connection keeps a transmit buffer
+    // of ten packets (15 KiB) instead of one.
+    transport.enable_segmentation_offload(false);
     transport
 }
 
