@@ -57,6 +57,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if config.dev_mode {
         announce_dev_mode();
     }
+    if let Some(limit) = crate::fd_limit::raise() {
+        limit.report(config.max_connections);
+    }
     crate::metrics::install();
     let accounts = Arc::new(Accounts::from_config(&config).context("opening the account service")?);
     if accounts.user_count() == 0 {

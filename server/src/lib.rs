@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod fd_limit;
 pub mod http;
 pub mod ice;
 pub mod metrics;
