@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use wtransport::endpoint::endpoint_side;
-use wtransport::error::ConnectingError;
+use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
 use super::{Channel, ClientError, Framing, INBOX, TransportKind, Trust, decode_server};
@@ -113,7 +113,7 @@ impl Link {
             Some(shared) => shared.endpoint.clone(),
             None => Arc::new(endpoint(tls, bind_ip)?),
         };
-        let conn = endpoint.connect(url.as_str()).await.map_err(|e| match e {
+        let conn = connect_session(&endpoint, url.as_str()).await.map_err(|e| match e {
             ConnectingError::SessionRejected => ClientError::Rejected {
                 status: None,
                 code: None,
@@ -157,6 +157,52 @@ impl Link {
     }
 }
 
+/// How many times a connect is tried again after the connection was closed
+/// with an HTTP/3 error before the CONNECT request was answered.
+const H3_SETUP_RETRIES: u32 = 2;
+
+/// Opens the QUIC connection and the WebTransport session, trying again (a
+/// fresh connection, through the same endpoint) when HTTP/3 failed before the
+/// session existed; see [`is_h3_setup_failure`].
+async fn connect_session(endpoint: &Endpoint<endpoint_side::Client>, url: &str) -> Result<Connection, ConnectingError> {
+    let mut retries = H3_SETUP_RETRIES;
+    loop {
+        match endpoint.connect(url).await {
+            Err(e) if retries > 0 && is_h3_setup_failure(&e) => retries -= 1,
+            result => return result,
+        }
+    }
+}
+
+/// Whether a connect failed because one side's HTTP/3 layer closed the
+/// connection with an HTTP/3 error code (0x100..=0x110) before the CONNECT
+/// request was answered.
+///
+/// wtransport 0.7.2's HTTP/3 driver reads the peer's control stream inside a
+/// `select!` that drops the read whenever another stream arrives first. When the
+/// peer's SETTINGS frame came in two packets and the CONNECT stream arrived in
+/// between, the bytes already read are lost and the rest of the frame parses as
+/// HEADERS or DATA (H3_FRAME_UNEXPECTED, 0x105), as an absurd length
+/// (H3_EXCESSIVE_LOAD, 0x107), or as something else the driver refuses. That
+/// happens before the server's code sees a request, so no session exists on
+/// either side and the connect can simply be tried again. A refusal of the
+/// CONNECT request itself is [`ConnectingError::SessionRejected`], never this.
+fn is_h3_setup_failure(e: &ConnectingError) -> bool {
+    match e {
+        ConnectingError::ConnectionError(ConnectionError::ApplicationClosed(close)) => {
+            is_h3_error_code(close.code().into_inner())
+        }
+        ConnectingError::ConnectionError(ConnectionError::LocalH3Error(_)) => true,
+        _ => false,
+    }
+}
+
+/// The HTTP/3 error codes of RFC 9114 (H3_NO_ERROR, 0x100, excluded: it is a
+/// clean close).
+fn is_h3_error_code(code: u64) -> bool {
+    (0x101..=0x110).contains(&code)
+}
+
 async fn write_stream(mut send: SendStream, mut out: mpsc::Receiver<Vec<u8>>) {
     while let Some(bytes) = out.recv().await {
         if send.write_all(&bytes).await.is_err() {
@@ -179,3 +225,21 @@ async fn read_stream(mut recv: RecvStream, inbox: mpsc::Sender<ServerMessageAlia
 }
 
 type ServerMessageAlias = crate::message::ServerMessage;
+
+#[cfg(test)]
+mod tests {
+    use super::is_h3_error_code;
+
+    #[test]
+    fn only_http3_error_codes_are_retried() {
+        // H3_FRAME_UNEXPECTED and H3_EXCESSIVE_LOAD, as the driver's lost bytes give.
+        assert!(is_h3_error_code(0x105));
+        assert!(is_h3_error_code(0x107));
+        assert!(is_h3_error_code(0x101) && is_h3_error_code(0x110));
+        // A clean close, an application's codes, WebTransport's own.
+        assert!(!is_h3_error_code(0x100));
+        assert!(!is_h3_error_code(0));
+        assert!(!is_h3_error_code(4000));
+        assert!(!is_h3_error_code(0x52e4_a40f_a8db));
+    }
+}
