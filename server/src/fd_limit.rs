@@ -39,9 +39,9 @@ pub fn raise() -> Option<FdLimit> {
         }
     }
     Some(FdLimit {
-        was: was as u64,
-        now: limit.rlim_cur as u64,
-        hard: limit.rlim_max as u64,
+        was,
+        now: limit.rlim_cur,
+        hard: limit.rlim_max,
     })
 }
 
@@ -90,7 +90,11 @@ mod tests {
             hard: 20_000,
         };
         assert_eq!(limit.sessions(), 20_000 - SLACK);
-        let tiny = FdLimit { was: 100, now: 100, hard: 100 };
+        let tiny = FdLimit {
+            was: 100,
+            now: 100,
+            hard: 100,
+        };
         assert_eq!(tiny.sessions(), 0);
     }
 }
