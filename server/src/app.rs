@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wtransport::config::Ipv6DualStackConfig;
 
@@ -87,8 +86,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cluster.run(hub.clone());
     }
 
+    let wt_bind = SocketAddr::new(config.bind, config.webtransport_port);
+    let wt_bind_error = || format!("binding UDP {}:{}", config.bind, config.webtransport_port);
     let wt_config = wtransport::ServerConfig::builder();
-    let wt_config = match SocketAddr::new(config.bind, config.webtransport_port) {
+    let wt_config = match wt_bind {
+        _ if config.reuse_port => {
+            wt_config.with_bind_socket(crate::listen::udp(wt_bind, true).with_context(wt_bind_error)?)
+        }
         SocketAddr::V6(v6) => wt_config.with_bind_address_v6(v6, Ipv6DualStackConfig::Allow),
         v4 => wt_config.with_bind_address(v4),
     };
@@ -98,12 +102,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .max_idle_timeout(Some(Duration::from_secs(30)))
         .context("QUIC idle timeout")?
         .build();
-    let endpoint = wtransport::Endpoint::server(wt_config)
-        .with_context(|| format!("binding UDP {}:{}", config.bind, config.webtransport_port))?;
+    let endpoint = wtransport::Endpoint::server(wt_config).with_context(wt_bind_error)?;
     let wt_addr = endpoint.local_addr()?;
 
-    let listener = TcpListener::bind(SocketAddr::new(config.bind, config.https_port))
-        .await
+    let listener = crate::listen::tcp(SocketAddr::new(config.bind, config.https_port), config.reuse_port)
         .with_context(|| format!("binding TCP {}:{}", config.bind, config.https_port))?;
     let https_addr = listener.local_addr()?;
 

@@ -136,6 +136,9 @@ options! {
         webtransport_port: u16 = 4433, "SIGNAL_WEBTRANSPORT_PORT";
         /// TCP port of the HTTPS listener (API, WSS at /ws, demo page); 0 picks a free one.
         https_port: u16 = 8443, "SIGNAL_HTTPS_PORT";
+        /// Bind both ports with SO_REUSEPORT, so that several server processes on one machine
+        /// share them (the kernel spreads connections over them); run them in cluster mode.
+        reuse_port: bool = false, "SIGNAL_REUSE_PORT";
         /// Where development certificates (and the development JWT secret) are kept.
         cert_dir: PathBuf = PathBuf::from("certs"), "SIGNAL_CERT_DIR";
         /// Clock skew tolerated on exp and nbf, in seconds.

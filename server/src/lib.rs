@@ -19,6 +19,7 @@ pub mod config;
 pub mod fd_limit;
 pub mod http;
 pub mod ice;
+pub mod listen;
 pub mod metrics;
 pub mod room;
 pub mod session;

@@ -450,3 +450,68 @@ async fn an_address_blocked_on_one_node_is_blocked_on_the_others() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn two_processes_on_the_same_ports_share_the_connections_and_the_rooms() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = Server::start(BIN, &[("redis", &url), ("reuse-port", "true")]);
+    let (https, wt) = (a.https.port().to_string(), a.webtransport.port().to_string());
+    let cert_dir = a.cert_dir().to_string_lossy().into_owned();
+    let b = Server::start_node_like(
+        BIN,
+        &a,
+        &[
+            ("redis", &url),
+            ("reuse-port", "true"),
+            ("https-port", &https),
+            ("webtransport-port", &wt),
+            ("cert-dir", &cert_dir),
+        ],
+    );
+    assert_eq!(
+        (b.https, b.webtransport),
+        (a.https, a.webtransport),
+        "one address for both"
+    );
+    both_ready(&[&a, &b]).await;
+    // Every client dials the one address; the kernel picks the process.
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let via = if i % 2 == 0 { Via::WebTransport } else { Via::WebSocket };
+        clients.push(a.connect(via, &format!("guest{i}")).await);
+    }
+    let opened = |node: &Server| node.log().matches("\"session opened\"").count();
+    assert!(
+        opened(&a) > 0 && opened(&b) > 0,
+        "both processes took sessions: {} and {}",
+        opened(&a),
+        opened(&b)
+    );
+    assert_eq!(opened(&a) + opened(&b), 16);
+    // One room across both processes: the last to join sees the fifteen others,
+    // and a signal from the first reaches it.
+    let mut rooms = Vec::new();
+    for client in &clients {
+        rooms.push(client.join("party").await.unwrap());
+    }
+    let last = rooms.last().unwrap();
+    assert_eq!(last.members().len(), 15);
+    let first = clients.first().unwrap();
+    let last_peer = clients.last().unwrap().peer_id();
+    let offer = Signal::Offer {
+        sdp: "v=0 shared".into(),
+    };
+    rooms[0].signal(last_peer, offer.clone()).await.unwrap();
+    let mut last = rooms.pop().unwrap();
+    loop {
+        match next_event(&mut last).await {
+            ServerMessage::Signal { from, signal } => {
+                assert_eq!((from, signal), (first.peer_id(), offer));
+                break;
+            }
+            ServerMessage::PeerJoined { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
