@@ -93,7 +93,14 @@ pub async fn publish(mut conn: ConnectionManager, node: String, mut queue: mpsc:
             }
             counted.push(publishes);
         }
-        let result: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
+        // Events for no other node (a join in a room whose members are all
+        // here, say) leave nothing to send: Redis refuses an empty pipeline,
+        // and an acknowledged item among them was delivered to nobody it had to reach.
+        let result: redis::RedisResult<Vec<i64>> = if pipe.is_empty() {
+            Ok(Vec::new())
+        } else {
+            pipe.query_async(&mut conn).await
+        };
         if let Err(e) = &result {
             tracing::warn!(error = %e, items = batch.len(), "relay to other nodes failed");
         }

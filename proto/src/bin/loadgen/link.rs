@@ -182,6 +182,19 @@ impl Link {
         Ok(())
     }
 
+    /// Whether this session makes the offer to `peer`, as a browser would: on
+    /// our server the newcomer offers to the members its `joined` listed (the
+    /// others learn of it from `peer_joined`, which in cluster mode reaches
+    /// another node a moment later, so an offer the other way could find its
+    /// node not knowing the peer yet); PeerJS has no rooms, so the session that
+    /// came first in the room's order (`first`) offers.
+    pub(crate) fn offers_to(&self, peer: &Addr, first: bool) -> bool {
+        match (self, peer) {
+            (Link::Ours { room, .. }, Addr::Ours(peer)) => room.members().iter().any(|m| m.peer_id == *peer),
+            _ => first,
+        }
+    }
+
     /// Sends `signal` to `to`; the error is a label for the report.
     pub(crate) async fn signal(&self, to: &Addr, signal: Signal) -> Result<(), &'static str> {
         match (self, to) {

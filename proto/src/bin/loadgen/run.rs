@@ -2,8 +2,8 @@
 //!
 //! Sessions are opened at `--connect-rate` and fill rooms of `--room-size` in
 //! order. Once every member of a room has joined (or failed to), each pair
-//! (i < j) negotiates like two browsers: i offers, j answers, then each sends 8
-//! candidates. A session that has received all of its opening messages sends
+//! negotiates like two browsers: the one that joined later (the other was in
+//! its `joined`) offers, the other answers, then each sends 8 candidates. A session that has received all of its opening messages sends
 //! `custom` signals to random peers of its room at `--rate` until the steady
 //! phase ends, then waits until everything sent was received (or a deadline).
 //!
@@ -434,7 +434,7 @@ async fn session(i: usize, plan: Arc<Plan>, shared: Arc<Shared>, room: Arc<RoomS
         sending: true,
     };
     for (j, peer) in &peers {
-        if *j > index && traffic.send(&link, peer, offer(&shared)).await.is_err() {
+        if link.offers_to(peer, index < *j) && traffic.send(&link, peer, offer(&shared)).await.is_err() {
             break;
         }
     }
