@@ -38,7 +38,11 @@ const BUCKETS: &[f64] = &[
     0.5, 1.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(1);
+
 /// Installs the process-wide recorder (once; later calls keep the first).
+/// Call it inside the runtime: it spawns the exporter's upkeep.
 pub fn install() {
     if HANDLE.get().is_some() {
         return;
@@ -51,6 +55,17 @@ pub fn install() {
         .expect("static buckets are valid");
     match builder.install_recorder() {
         Ok(handle) => {
+            // The exporter keeps every histogram sample until upkeep folds it
+            // into the buckets: without it memory grows with every relayed
+            // message until a scrape, which then pays for all of them at once.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(UPKEEP);
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
             let _ = HANDLE.set(handle);
         }
         Err(e) => tracing::warn!(error = %e, "metrics recorder not installed"),
