@@ -33,6 +33,22 @@ pub fn loadgen_binary(server_bin: &str) -> PathBuf {
     path
 }
 
+/// Runs a load generator command with `server`'s certificate hashes and checks
+/// that it succeeded; returns its JSON report and, for assertion messages, the
+/// report with the progress it printed.
+pub fn run_loadgen(mut cmd: std::process::Command, server: &Server) -> (serde_json::Value, String) {
+    for hash in &server.hashes {
+        cmd.args(["--cert-hash", &server::tls::hex(hash)]);
+    }
+    let out = cmd.output().expect("run loadgen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let context = format!("report: {report:#}\nprogress:\n{stderr}");
+    (report, context)
+}
+
 /// Which transport a test client uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {

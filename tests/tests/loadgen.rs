@@ -24,15 +24,7 @@ fn twenty_sessions_in_rooms_of_four_over_both_transports_lose_nothing() {
             &server.pid().to_string(),
         ])
         .env("SIGNAL_JWT_SECRET", server.secret());
-    for hash in &server.hashes {
-        cmd.args(["--cert-hash", &server::tls::hex(hash)]);
-    }
-    let out = cmd.output().expect("run loadgen");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadgen failed: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    let context = format!("report: {report:#}\nprogress:\n{stderr}");
+    let (report, context) = e2e::run_loadgen(cmd, &server);
 
     assert_eq!(report["sessions"]["connected"], 20, "{context}");
     assert_eq!(report["errors_total"], 0, "{context}");

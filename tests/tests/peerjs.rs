@@ -68,15 +68,7 @@ fn loadgen_relays_every_message_through_the_peerjs_server() {
         .args(["--connect-timeout", "30", "--json"])
         .args(["--server-pid", &peerjs.child.id().to_string()])
         .env_remove("SIGNAL_JWT_SECRET");
-    for hash in &server.hashes {
-        cmd.args(["--cert-hash", &server::tls::hex(hash)]);
-    }
-    let out = cmd.output().expect("run loadgen");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadgen failed: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    let context = format!("report: {report:#}\nprogress:\n{stderr}");
+    let (report, context) = e2e::run_loadgen(cmd, &server);
 
     assert_eq!(report["transport"], "peerjs", "{context}");
     assert_eq!(report["sessions"]["connected"], 8, "{context}");
