@@ -146,11 +146,7 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
             End::Lost => {}
         }
         if !last.is_empty() {
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
-                wr.write_all(&last).await?;
-                wr.flush().await
-            })
-            .await;
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, send(&mut wr, &last)).await;
         }
         end
     }
@@ -280,12 +276,7 @@ async fn write(wr: &mut WriteHalf<Io>, queue: &mut mpsc::Receiver<Outgoing>, out
                 }
             }
         }
-        if let Err(e) = async {
-            wr.write_all(&buf).await?;
-            wr.flush().await
-        }
-        .await
-        {
+        if let Err(e) = send(wr, &buf).await {
             return tracing::debug!(error = %e, "WebSocket write failed");
         }
         buf.clear();
@@ -294,6 +285,13 @@ async fn write(wr: &mut WriteHalf<Io>, queue: &mut mpsc::Receiver<Outgoing>, out
             buf = Vec::new();
         }
     }
+}
+
+/// Writes `bytes` (whole frames) and flushes them to the socket: one TLS
+/// record, one system call.
+async fn send(wr: &mut WriteHalf<Io>, bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
 }
 
 /// Appends `out` enveloped with its channel as one WebSocket message (text for

@@ -330,22 +330,17 @@ async fn farewell(
     goodbye: Goodbye,
     buf: &mut Vec<u8>,
 ) {
+    // What is still queued and the goodbye, in one write.
+    buf.clear();
     while let Ok(out) = queue.try_recv() {
-        if write_one(send, outbox, &out, buf).await.is_err() {
-            return;
-        }
+        proto::frame::append_frame(outbox.encoding(), &*out.msg, buf);
+        outbox.written(&out);
     }
-    proto::frame::encode_frame_into(outbox.encoding(), &goodbye.to_message(), buf);
+    proto::frame::append_frame(outbox.encoding(), &goodbye.to_message(), buf);
     if send.write_all(buf).await.is_ok() {
         // Completes once the client has acknowledged everything.
         let _ = send.finish().await;
     }
-}
-
-async fn write_one(send: &mut SendStream, outbox: &Outbox, out: &Outgoing, buf: &mut Vec<u8>) -> Result<(), ()> {
-    proto::frame::encode_frame_into(outbox.encoding(), &*out.msg, buf);
-    outbox.written(out);
-    send.write_all(buf).await.map_err(|_| ())
 }
 
 /// At most this many queued messages, or about this many bytes, go out in one
