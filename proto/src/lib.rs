@@ -14,6 +14,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod fuzzing;
+pub mod h3;
 pub mod ids;
 pub mod message;
 pub mod version;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::watch;
-use wtransport::config::Ipv6DualStackConfig;
 
 use crate::accounts::Accounts;
 use crate::cluster::guard::Tagger;
@@ -23,6 +22,8 @@ use crate::transport;
 
 /// How often housekeeping runs: forgetting quiet addresses, rotating certificates.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// How long the process waits at exit for its QUIC connection closes to go out.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Where a started server listens; printed as one JSON line on stdout.
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +38,8 @@ pub struct Listening {
 pub struct Running {
     pub listening: Listening,
     pub hub: Arc<Hub>,
+    /// The QUIC endpoint, closed (and drained) last at shutdown.
+    endpoint: quinn::Endpoint,
     shutdown: watch::Sender<bool>,
     grace: Duration,
 }
@@ -86,23 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cluster.run(hub.clone());
     }
 
-    let wt_bind = SocketAddr::new(config.bind, config.webtransport_port);
-    let wt_bind_error = || format!("binding UDP {}:{}", config.bind, config.webtransport_port);
-    let wt_config = wtransport::ServerConfig::builder();
-    let wt_config = match wt_bind {
-        _ if config.reuse_port => {
-            wt_config.with_bind_socket(crate::listen::udp(wt_bind, true).with_context(wt_bind_error)?)
-        }
-        SocketAddr::V6(v6) => wt_config.with_bind_address_v6(v6, Ipv6DualStackConfig::Allow),
-        v4 => wt_config.with_bind_address(v4),
-    };
-    let wt_config = wt_config
-        .with_custom_tls_and_transport(certs.quic_config()?, quic_transport(&config))
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(Duration::from_secs(30)))
-        .context("QUIC idle timeout")?
-        .build();
-    let endpoint = wtransport::Endpoint::server(wt_config).with_context(wt_bind_error)?;
+    let endpoint = transport::webtransport::endpoint::bind(&config, &certs)?;
     let wt_addr = endpoint.local_addr()?;
 
     let listener = crate::listen::tcp(SocketAddr::new(config.bind, config.https_port), config.reuse_port)
@@ -119,7 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Both listeners keep running until the process exits: during a shutdown
     // admission refuses new sessions, and /ready answers 503.
     tokio::spawn(transport::webtransport::serve(
-        endpoint,
+        endpoint.clone(),
         hub.clone(),
         config.handshake_timeout(),
     ));
@@ -145,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         listening,
         hub,
+        endpoint,
         shutdown,
         grace: config.shutdown_grace(),
     })
@@ -167,28 +155,6 @@ fn announce_dev_mode() {
                           from ANY ORIGIN may connect. Never run this on the open internet; turn dev_mode off.";
     eprintln!("\n{}\n{BANNER}\n{}\n", "!".repeat(78), "!".repeat(78));
     tracing::warn!(target: "security", event = "dev_mode", "{BANNER}");
-}
-
-/// QUIC transport settings: a client may open the control stream and one
-/// stream per room it may join, plus a little slack for streams being closed.
-fn quic_transport(config: &Config) -> wtransport::quinn::TransportConfig {
-    use wtransport::quinn::VarInt;
-    let mut transport = wtransport::quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(VarInt::from_u32(config.max_rooms_per_session.saturating_add(4)));
-    // HTTP/3 needs three unidirectional streams (control, QPACK encoder and
-    // decoder); WebTransport unidirectional streams are not used.
-    transport.max_concurrent_uni_streams(VarInt::from_u32(8));
-    // What a client may have in flight: two of the largest frames per stream,
-    // a few streams' worth per connection (quinn's defaults are megabytes).
-    let stream_window = (2 * config.max_frame_bytes).max(64 * 1024);
-    transport.stream_receive_window(VarInt::from_u32(stream_window));
-    transport.receive_window(VarInt::from_u32(stream_window.saturating_mul(4)));
-    transport.datagram_receive_buffer_size(Some(64 * 1024));
-    // Segmentation offload batches bulk sends; signaling sends a few small
-    // packets at a time, and with it each connection keeps a transmit buffer
-    // of ten packets (15 KiB) instead of one.
-    transport.enable_segmentation_offload(false);
-    transport
 }
 
 /// An unspecified bind address shown as the loopback one a local client can use.
@@ -233,6 +199,18 @@ impl Running {
         } else {
             tracing::info!("all sessions closed");
         }
+        // WebTransport connections whose session has ended wait a moment for
+        // their client to close first; then every connection left gets its
+        // CONNECTION_CLOSE, and the process waits (briefly) until they are out.
+        while self.endpoint.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let code = proto::ErrorCode::ShuttingDown;
+        self.endpoint.close(
+            quinn::VarInt::from_u32(u32::from(code.number())),
+            code.as_str().as_bytes(),
+        );
+        let _ = tokio::time::timeout(CLOSE_DRAIN, self.endpoint.wait_idle()).await;
     }
 }
 

@@ -29,6 +29,7 @@ mod tls;
 mod websocket;
 mod webtransport;
 
+pub use tls::HashVerifier;
 pub use webtransport::SharedEndpoint;
 
 use std::net::IpAddr;
@@ -170,7 +171,7 @@ pub enum ClientError {
     #[error("could not connect: {0}")]
     Connect(String),
     /// The server refused the connection before it opened a session.
-    /// WebTransport refusals carry no status or code (wtransport does not expose them).
+    /// Both transports give the status and, from this server, its error code.
     #[error("connection refused (status {status:?}, code {code:?}): {message}")]
     Rejected {
         status: Option<u16>,

@@ -1,4 +1,5 @@
-//! The client over WebTransport: one bidirectional stream per channel.
+//! The client over WebTransport: one bidirectional stream per channel, on
+//! quinn with the HTTP/3 handshake of [`crate::h3`] (the server's own).
 //!
 //! Each client normally has a QUIC endpoint (a UDP socket) of its own; a
 //! [`SharedEndpoint`] lets many clients share one, so that a process can hold
@@ -7,15 +8,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
-use wtransport::endpoint::endpoint_side;
-use wtransport::error::{ConnectingError, ConnectionError};
-use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
-use super::{Channel, ClientError, Framing, INBOX, TransportKind, Trust, decode_server};
+use super::{Channel, ClientError, ErrorCode, Framing, INBOX, TransportKind, Trust, decode_server};
 use crate::codec::{Encoding, HARD_MAX_FRAME};
 use crate::frame::read_frame;
+use crate::h3::{self, H3Error};
 
 /// One client QUIC endpoint (one UDP socket) that many WebTransport clients
 /// share: QUIC tells their connections apart by connection id, so 10,000
@@ -38,11 +39,14 @@ use crate::frame::read_frame;
 ///         .endpoint(endpoint.clone());
 ///     clients.push(Client::connect(opts).await?);
 /// }
+/// // Before the program ends: let the servers know (CONNECTION_CLOSE).
+/// drop(clients);
+/// endpoint.close().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct SharedEndpoint {
-    endpoint: Arc<Endpoint<endpoint_side::Client>>,
+    endpoint: Endpoint,
 }
 
 impl SharedEndpoint {
@@ -51,7 +55,7 @@ impl SharedEndpoint {
     pub fn new(trust: &Trust, bind_ip: Option<IpAddr>) -> Result<Self, ClientError> {
         let tls = super::tls::client_config(trust, TransportKind::WebTransport)?;
         Ok(Self {
-            endpoint: Arc::new(endpoint(tls, bind_ip)?),
+            endpoint: endpoint(tls, bind_ip)?,
         })
     }
 
@@ -63,6 +67,24 @@ impl SharedEndpoint {
     /// Connections currently open through this endpoint.
     pub fn open_connections(&self) -> usize {
         self.endpoint.open_connections()
+    }
+
+    /// Moves every connection of the endpoint to a new UDP socket (a new local
+    /// address or port), as a phone does when it changes networks: QUIC
+    /// migrates the connections (RFC 9000, 9), and their sessions go on.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> Result<(), ClientError> {
+        self.endpoint
+            .rebind(socket)
+            .map_err(|e| ClientError::Connect(format!("rebinding the UDP socket: {e}")))
+    }
+
+    /// Closes every connection still open through the endpoint and waits (at
+    /// most a second) until the servers have been told. A program that ends
+    /// without this leaves its sessions open on the servers until their idle
+    /// timeout.
+    pub async fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"client closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 
@@ -76,30 +98,36 @@ impl std::fmt::Debug for SharedEndpoint {
 }
 
 /// A client endpoint with the keep-alive the server's idle timeout needs.
-fn endpoint(
-    tls: rustls::ClientConfig,
-    bind_ip: Option<IpAddr>,
-) -> Result<Endpoint<endpoint_side::Client>, ClientError> {
-    let builder = ClientConfig::builder();
-    let builder = match bind_ip {
-        Some(ip) => builder.with_bind_address(SocketAddr::new(ip, 0)),
-        None => builder.with_bind_default(),
-    };
-    let config = builder
-        .with_custom_tls(tls)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
-        .build();
-    Endpoint::client(config).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))
+fn endpoint(tls: rustls::ClientConfig, bind_ip: Option<IpAddr>) -> Result<Endpoint, ClientError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Connect(format!("TLS setup for QUIC: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    transport.enable_segmentation_offload(false);
+    config.transport_config(Arc::new(transport));
+    let bind = SocketAddr::new(bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
+    let mut endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
 }
 
 pub(super) struct Link {
     // Kept so the endpoint's UDP socket lives as long as the connection (it may
     // be shared with other clients).
-    _endpoint: Arc<Endpoint<endpoint_side::Client>>,
+    _endpoint: Endpoint,
     conn: Connection,
+    /// Our control stream and the CONNECT stream: the session lasts as long as they do.
+    _control: SendStream,
+    connect: std::sync::Mutex<Option<SendStream>>,
+    _peer: h3::PeerStreams,
+    session_id: u64,
     encoding: Encoding,
     next_channel: AtomicU32,
 }
+
+/// How long a refused CONNECT's body (its error code) is waited for.
+const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(1);
 
 impl Link {
     pub(super) async fn connect(
@@ -111,19 +139,46 @@ impl Link {
     ) -> Result<(Self, Channel), ClientError> {
         let endpoint = match shared {
             Some(shared) => shared.endpoint.clone(),
-            None => Arc::new(endpoint(tls, bind_ip)?),
+            None => endpoint(tls, bind_ip)?,
         };
-        let conn = connect_session(&endpoint, url.as_str()).await.map_err(|e| match e {
-            ConnectingError::SessionRejected => ClientError::Rejected {
-                status: None,
-                code: None,
-                message: "the server refused the WebTransport session".into(),
-            },
-            other => ClientError::Connect(other.to_string()),
-        })?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ClientError::Connect("the URL has no host".into()))?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
+            .next()
+            .ok_or_else(|| ClientError::Connect(format!("{host} has no address")))?;
+        let server_name = host.trim_matches(['[', ']']);
+        let conn = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| ClientError::Connect(format!("QUIC connect: {e}")))?
+            .await
+            .map_err(|e| ClientError::Connect(format!("QUIC handshake: {e}")))?;
+        let request = web_transport_proto::ConnectRequest::new(url.clone());
+        let established = async {
+            let control = h3::open_control(&conn).await?;
+            let (peer, (connect, _recv)) = tokio::try_join!(
+                h3::accept_control(&conn),
+                h3::connect(&conn, &request, REFUSAL_BODY_WAIT)
+            )?;
+            Ok::<_, H3Error>((control, peer, connect))
+        };
+        let (control, peer, connect) = match established.await {
+            Ok(parts) => parts,
+            Err(e) => {
+                conn.close(quinn::VarInt::from_u32(e.code()), b"");
+                return Err(refusal(e));
+            }
+        };
         let link = Self {
             _endpoint: endpoint,
+            session_id: h3::session_id(&connect),
             conn,
+            _control: control,
+            connect: std::sync::Mutex::new(Some(connect)),
+            _peer: peer,
             encoding,
             next_channel: AtomicU32::new(0),
         };
@@ -132,15 +187,14 @@ impl Link {
     }
 
     pub(super) async fn open_channel(&self) -> Result<Channel, ClientError> {
-        let opening = self
+        let (send, recv) = self
             .conn
             .open_bi()
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (send, recv) = opening.await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let (out_tx, out_rx) = mpsc::channel(INBOX);
         let (in_tx, in_rx) = mpsc::channel(INBOX);
-        tokio::spawn(write_stream(send, out_rx));
+        tokio::spawn(write_stream(send, h3::stream_header(self.session_id), out_rx));
         tokio::spawn(read_stream(recv, in_tx, self.encoding));
         Ok(Channel {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
@@ -152,64 +206,79 @@ impl Link {
         })
     }
 
+    /// Closes the session (its close capsule, when the CONNECT stream can still
+    /// take it) and the connection.
     pub(super) fn close(&self) {
-        self.conn.close(0u32.into(), b"client closed");
-    }
-}
-
-/// How many times a connect is tried again after the connection was closed
-/// with an HTTP/3 error before the CONNECT request was answered.
-const H3_SETUP_RETRIES: u32 = 2;
-
-/// Opens the QUIC connection and the WebTransport session, trying again (a
-/// fresh connection, through the same endpoint) when HTTP/3 failed before the
-/// session existed; see [`is_h3_setup_failure`].
-async fn connect_session(endpoint: &Endpoint<endpoint_side::Client>, url: &str) -> Result<Connection, ConnectingError> {
-    let mut retries = H3_SETUP_RETRIES;
-    loop {
-        match endpoint.connect(url).await {
-            Err(e) if retries > 0 && is_h3_setup_failure(&e) => retries -= 1,
-            result => return result,
+        if let Some(mut connect) = self.connect.lock().ok().and_then(|mut c| c.take()) {
+            // Not awaited: quinn sends what was written before the close.
+            let capsule = h3::close_capsule(0, "client closed");
+            if connect.write_chunk(capsule.into()).now_or_never_ok() {
+                let _ = connect.finish();
+            }
         }
+        self.conn.close(quinn::VarInt::from_u32(0), b"client closed");
     }
 }
 
-/// Whether a connect failed because one side's HTTP/3 layer closed the
-/// connection with an HTTP/3 error code (0x100..=0x110) before the CONNECT
-/// request was answered.
-///
-/// wtransport 0.7.2's HTTP/3 driver reads the peer's control stream inside a
-/// `select!` that drops the read whenever another stream arrives first. When the
-/// peer's SETTINGS frame came in two packets and the CONNECT stream arrived in
-/// between, the bytes already read are lost and the rest of the frame parses as
-/// HEADERS or DATA (H3_FRAME_UNEXPECTED, 0x105), as an absurd length
-/// (H3_EXCESSIVE_LOAD, 0x107), or as something else the driver refuses. That
-/// happens before the server's code sees a request, so no session exists on
-/// either side and the connect can simply be tried again. A refusal of the
-/// CONNECT request itself is [`ConnectingError::SessionRejected`], never this.
-fn is_h3_setup_failure(e: &ConnectingError) -> bool {
+impl Drop for Link {
+    /// A dropped client closes its connection at once (quinn would only after
+    /// every handle to it is gone, and never if the program ends first).
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A failed WebTransport connect as the client reports it: a refusal with the
+/// status and the server's `{"code","message"}` body when it sent one.
+fn refusal(e: H3Error) -> ClientError {
     match e {
-        ConnectingError::ConnectionError(ConnectionError::ApplicationClosed(close)) => {
-            is_h3_error_code(close.code().into_inner())
+        H3Error::Refused { status, body } => {
+            #[derive(serde::Deserialize)]
+            struct Body {
+                code: Option<ErrorCode>,
+                message: Option<String>,
+            }
+            let parsed: Option<Body> = serde_json::from_slice(&body).ok();
+            let code = parsed.as_ref().and_then(|b| b.code);
+            let message = parsed
+                .and_then(|b| b.message)
+                .unwrap_or_else(|| format!("the server refused the WebTransport session ({status})"));
+            ClientError::Rejected {
+                status: Some(status),
+                code,
+                message,
+            }
         }
-        ConnectingError::ConnectionError(ConnectionError::LocalH3Error(_)) => true,
-        _ => false,
+        other => ClientError::Connect(format!("WebTransport session setup: {other}")),
     }
 }
 
-/// The HTTP/3 error codes of RFC 9114 (H3_NO_ERROR, 0x100, excluded: it is a
-/// clean close).
-fn is_h3_error_code(code: u64) -> bool {
-    (0x101..=0x110).contains(&code)
+trait NowOrNeverOk {
+    fn now_or_never_ok(self) -> bool;
 }
 
-async fn write_stream(mut send: SendStream, mut out: mpsc::Receiver<Vec<u8>>) {
+impl<F: std::future::Future<Output = Result<(), quinn::WriteError>>> NowOrNeverOk for F {
+    fn now_or_never_ok(self) -> bool {
+        matches!(futures_util::FutureExt::now_or_never(self), Some(Ok(())))
+    }
+}
+
+async fn write_stream(mut send: SendStream, header: Vec<u8>, mut out: mpsc::Receiver<Vec<u8>>) {
+    // The stream's WebTransport header goes out with its first frame.
+    let mut pending = Some(header);
     while let Some(bytes) = out.recv().await {
+        let bytes = match pending.take() {
+            Some(mut header) => {
+                header.extend_from_slice(&bytes);
+                header
+            }
+            None => bytes,
+        };
         if send.write_all(&bytes).await.is_err() {
             return;
         }
     }
-    let _ = send.finish().await;
+    let _ = send.finish();
 }
 
 async fn read_stream(mut recv: RecvStream, inbox: mpsc::Sender<ServerMessageAlias>, encoding: Encoding) {
@@ -225,21 +294,3 @@ async fn read_stream(mut recv: RecvStream, inbox: mpsc::Sender<ServerMessageAlia
 }
 
 type ServerMessageAlias = crate::message::ServerMessage;
-
-#[cfg(test)]
-mod tests {
-    use super::is_h3_error_code;
-
-    #[test]
-    fn only_http3_error_codes_are_retried() {
-        // H3_FRAME_UNEXPECTED and H3_EXCESSIVE_LOAD, as the driver's lost bytes give.
-        assert!(is_h3_error_code(0x105));
-        assert!(is_h3_error_code(0x107));
-        assert!(is_h3_error_code(0x101) && is_h3_error_code(0x110));
-        // A clean close, an application's codes, WebTransport's own.
-        assert!(!is_h3_error_code(0x100));
-        assert!(!is_h3_error_code(0));
-        assert!(!is_h3_error_code(4000));
-        assert!(!is_h3_error_code(0x52e4_a40f_a8db));
-    }
-}

@@ -46,10 +46,8 @@ impl Generation {
         not_after: OffsetDateTime,
     ) -> anyhow::Result<Self> {
         let leaf = chain.first().context("the certificate file holds no certificate")?;
-        let hash = *wtransport::tls::Certificate::from_der(leaf.to_vec())
-            .map_err(|e| anyhow::anyhow!("invalid certificate: {e}"))?
-            .hash()
-            .as_ref();
+        use sha2::Digest as _;
+        let hash: [u8; 32] = sha2::Sha256::digest(leaf.as_ref()).into();
         let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).context("unsupported private key")?;
         Ok(Self {
             key: Arc::new(CertifiedKey::new(chain, signing_key)),

@@ -46,8 +46,7 @@ struct Incoming {
 /// bench gives PeerJS our server's certificate), ALPN `http/1.1`.
 pub(crate) fn tls_config(hashes: &[[u8; 32]]) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let digests = hashes.iter().map(|h| wtransport::tls::Sha256Digest::new(*h));
-    let verifier = wtransport::tls::client::ServerHashVerification::new(digests);
+    let verifier = proto::client::HashVerifier::new(hashes.to_vec(), provider.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?

@@ -1,137 +1,47 @@
-//! WebTransport (HTTP/3 over QUIC): one session per WebTransport session, one
-//! bidirectional stream per channel.
+//! One accepted WebTransport session: its streams, and how it ends.
 //!
-//! The first stream the client opens is the control channel; every later one
-//! is a room's, opened by the client with `join` as its first frame. Each
-//! stream has its own reader and writer task, so a stalled room never holds up
-//! another. The connect URL states the encoding (`?encoding=json|bincode`,
-//! JSON by default) and may carry the token (`?token=`). A blocked address, or
-//! a switched-off transport, is refused at the QUIC level before any handshake
-//! work. wtransport can refuse a CONNECT only with 403, 404 or 429: a bad URL
-//! token or a foreign origin gets 403, any other refusal 429, an unknown path or
-//! encoding 404.
+//! Each stream has its own reader and writer task, so a stalled room never
+//! holds up another. The session ends when the session layer says goodbye,
+//! when the client closes it (its CONNECT stream ends, or the connection
+//! closes) or when the connection breaks; the connection is then closed with
+//! the goodbye's code (its number as the QUIC application error code, its name
+//! as the reason).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use proto::frame::{FrameError, read_frame};
+use proto::h3::{self, PeerStreams};
 use proto::{CONTROL_CHANNEL, ChannelId, Encoding};
+use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use wtransport::endpoint::{IncomingSession, endpoint_side};
-use wtransport::error::ConnectionError;
-use wtransport::{Connection, Endpoint, RecvStream, SendStream, StreamId, VarInt};
 
-use super::FLUSH_TIMEOUT;
-use crate::session::{Admitted, Connecting, Goodbye, Hub, Outbox, Outgoing, Session, Transport};
+use super::super::FLUSH_TIMEOUT;
+use crate::session::{Goodbye, Outbox, Outgoing, Session};
 
-/// Accepts WebTransport sessions for as long as the process runs (during a
-/// shutdown, admission refuses new ones).
-pub async fn serve(endpoint: Endpoint<endpoint_side::Server>, hub: Arc<Hub>, handshake_timeout: Duration) {
-    loop {
-        let incoming = endpoint.accept().await;
-        tokio::spawn(handle(incoming, hub.clone(), handshake_timeout));
-    }
-}
-
-async fn handle(incoming: IncomingSession, hub: Arc<Hub>, handshake_timeout: Duration) {
-    // Everything before the session exists is bounded in time: the QUIC
-    // handshake, the CONNECT request, and the answer to it.
-    let Ok(Some((conn, admitted, encoding))) = tokio::time::timeout(handshake_timeout, establish(incoming, &hub)).await
-    else {
-        return;
-    };
-    let session = hub.open_per_channel(admitted, encoding);
-    let span = session.span().clone();
-    drive(conn, session, encoding).instrument(span).await;
-}
-
-/// Completes the handshake and answers the CONNECT request: refused (404 for an
-/// unknown path or encoding, 403 for a bad URL token or origin, 429 for
-/// admission) or accepted.
-async fn establish(incoming: IncomingSession, hub: &Hub) -> Option<(Connection, Admitted, Encoding)> {
-    let remote = incoming.remote_address();
-    if hub.early_check(remote.ip(), Transport::WebTransport).is_err() {
-        // No TLS work for a blocked address or a switched-off transport.
-        incoming.refuse();
-        return None;
-    }
-    let request = match incoming.await {
-        Ok(request) => request,
-        Err(e) => {
-            tracing::debug!(error = %e, "WebTransport handshake failed");
-            return None;
-        }
-    };
-    let Some(connect) = ConnectRequest::parse(request.path()) else {
-        request.not_found().await;
-        return None;
-    };
-    let connecting = Connecting {
-        remote,
-        transport: Transport::WebTransport,
-        origin: request.origin(),
-        authority: Some(request.authority()),
-        token: connect.token.as_deref(),
-    };
-    let admitted = match hub.preflight(&connecting).await {
-        Ok(admitted) => admitted,
-        // wtransport can answer only 403, 404 or 429.
-        Err(refusal) if matches!(refusal.code.http_status(), 401 | 403) => {
-            request.forbidden().await;
-            return None;
-        }
-        Err(_) => {
-            request.too_many_requests().await;
-            return None;
-        }
-    };
-    match request.accept().await {
-        Ok(conn) => Some((conn, admitted, connect.encoding)),
-        Err(e) => {
-            tracing::debug!(error = %e, "WebTransport session not established");
-            None
-        }
-    }
-}
-
-/// What the CONNECT request's path says.
-struct ConnectRequest {
-    encoding: Encoding,
-    token: Option<String>,
-}
-
-impl ConnectRequest {
-    fn parse(path: &str) -> Option<Self> {
-        let url = url::Url::parse("https://server").ok()?.join(path).ok()?;
-        if !matches!(url.path(), "/" | "/signal") {
-            return None;
-        }
-        let mut connect = ConnectRequest {
-            encoding: Encoding::Json,
-            token: None,
-        };
-        for (key, value) in url.query_pairs() {
-            match &*key {
-                "encoding" => connect.encoding = Encoding::from_query(&value)?,
-                "token" => connect.token = Some(value.into_owned()),
-                _ => {}
-            }
-        }
-        Some(connect)
-    }
+/// The HTTP/3 streams a session lives on; they stay open for its whole life.
+pub(super) struct H3Session {
+    /// Our control stream (its SETTINGS were sent).
+    pub _control: SendStream,
+    /// The client's control and QPACK streams.
+    pub peer: PeerStreams,
+    /// The CONNECT request's stream: the session lasts as long as it does.
+    pub connect_send: SendStream,
+    pub connect_recv: RecvStream,
+    /// The CONNECT stream's id, which every stream of the session names.
+    pub session_id: u64,
 }
 
 /// The channel of a client-opened bidirectional stream: its index among the
-/// session's streams (the CONNECT request is the session's own stream; the
-/// first stream after it, the control channel, is 0). Derived from the QUIC
-/// stream id, so it does not depend on the order the streams were accepted in.
-fn channel_of(conn: &Connection, stream: StreamId) -> Option<ChannelId> {
-    let connect = conn.session_id().session_stream().into_u64();
+/// session's streams (the first stream after the CONNECT, the control
+/// channel, is 0). Derived from the QUIC stream id, so it does not depend on
+/// the order the streams were accepted in.
+fn channel_of(session_id: u64, stream: &SendStream) -> Option<ChannelId> {
+    let id = VarInt::from(stream.id()).into_inner();
     // Client-initiated bidirectional stream ids go up in steps of 4.
-    let index = stream.into_u64().checked_sub(connect)? / 4;
+    let index = id.checked_sub(session_id)? / 4;
     ChannelId::try_from(index.checked_sub(1)?).ok()
 }
 
@@ -139,22 +49,32 @@ fn channel_of(conn: &Connection, stream: StreamId) -> Option<ChannelId> {
 enum End {
     /// The session ended (said goodbye).
     Goodbye(Goodbye),
-    /// The client closed the connection or its control stream.
+    /// The client closed the session, the connection or its control stream.
     Closed,
     /// The connection broke (timed out, or a protocol error).
     Lost,
 }
 
+/// Reads the CONNECT stream to its end: the client's close capsule, if any,
+/// and the end of the stream (finished or reset), which closes the session.
+async fn until_client_closes(mut recv: RecvStream) {
+    while let Ok(Some(_)) = recv.read_chunk(1024, true).await {}
+}
+
 /// Runs one session: accepts its streams, and closes it when it ends.
-async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
+pub(super) async fn drive(conn: Connection, mut h3: H3Session, session: Arc<Session>, encoding: Encoding) {
     let mut readers = JoinSet::new();
     let mut writers = JoinSet::new();
     let mut control_writer = None;
+    let session_id = h3.session_id;
+    let client_closed = until_client_closes(h3.connect_recv).fuse();
+    tokio::pin!(client_closed);
     let end = loop {
         tokio::select! {
             // The session's end comes first (see the control stream's end below).
             biased;
             goodbye = session.closed() => break End::Goodbye(goodbye),
+            () = &mut client_closed => break End::Closed,
             stream = conn.accept_bi() => {
                 let (send, recv) = match stream {
                     Ok(stream) => stream,
@@ -164,15 +84,18 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
                         break End::Lost;
                     }
                 };
-                let Some(channel) = channel_of(&conn, send.id()) else { continue };
+                let Some(channel) = channel_of(session_id, &send) else { continue };
                 let queue = session.add_channel(channel);
                 if channel == CONTROL_CHANNEL {
                     control_writer = Some(tokio::spawn(write_control(send, queue, session.clone()).in_current_span()));
                 } else {
                     writers.spawn(write_room(send, queue, session.outbox().clone()).in_current_span());
                 }
-                readers.spawn(read_channel(recv, channel, session.clone(), encoding).in_current_span());
+                readers.spawn(read_channel(recv, session_id, channel, session.clone(), encoding).in_current_span());
             }
+            // More of the client's HTTP/3 streams (QPACK), kept open; at most
+            // as many as the transport settings allow.
+            Ok(stream) = conn.accept_uni() => h3.peer.keep(stream),
             Some(done) = readers.join_next() => {
                 let Ok((channel, finished)) = done else { continue };
                 let closed = conn.closed().now_or_never();
@@ -206,28 +129,36 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
     match end {
         End::Goodbye(goodbye) => {
             if let Some(writer) = control_writer {
-                // The control writer sends what is queued and the goodbye, then finishes.
+                // The control writer sends what is queued and the goodbye, and
+                // finishes once the client has acknowledged them.
                 let _ = tokio::time::timeout(FLUSH_TIMEOUT * 2, writer).await;
             }
             stop(readers, writers).await;
             // The session is over: its connection slot is free before the client is waited for.
             drop(session);
             // A browser drops what it has received but not yet handed to the
-            // page when the session closes, so closing right after the goodbye
-            // was acknowledged can still lose it: the client, which closes once
-            // it has read the goodbye, is given a moment to do so first (as the
+            // page when the session closes, so the client, which closes once it
+            // has read the goodbye, closes first if it does so in time (as the
             // WSS transport waits for the client's close frame).
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, conn.closed()).await;
-            conn.close(
-                VarInt::from_u32(u32::from(goodbye.code.number())),
-                goodbye.code.as_str().as_bytes(),
+            let client_done = async {
+                tokio::select! {
+                    _ = conn.closed() => {}
+                    () = &mut client_closed => {}
+                }
+            };
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, client_done).await;
+            close(
+                &conn,
+                &mut h3.connect_send,
+                goodbye.code.number(),
+                goodbye.code.as_str(),
             );
         }
         End::Closed | End::Lost => {
             if let Some(writer) = control_writer {
                 writer.abort();
             }
-            conn.close(VarInt::from_u32(0), b"");
+            close(&conn, &mut h3.connect_send, 0, "");
             stop(readers, writers).await;
             if let End::Lost = end {
                 // The session layer may hold the session for a resume.
@@ -236,6 +167,19 @@ async fn drive(conn: Connection, session: Arc<Session>, encoding: Encoding) {
         }
     }
     tracing::debug!("WebTransport connection closed");
+}
+
+/// Closes the session and its connection: the close capsule on the CONNECT
+/// stream (for a client that is still there to read it), then the QUIC
+/// CONNECTION_CLOSE with the same code and reason.
+fn close(conn: &Connection, connect: &mut SendStream, code: u16, reason: &str) {
+    if conn.close_reason().is_none() {
+        let capsule = h3::close_capsule(u32::from(code), reason);
+        if connect.write_all(&capsule).now_or_never().is_some_and(|r| r.is_ok()) {
+            let _ = connect.finish();
+        }
+    }
+    conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
 }
 
 /// Stops a session's stream tasks; their references to the session are gone
@@ -247,15 +191,22 @@ async fn stop<R: 'static, W: 'static>(mut readers: JoinSet<R>, mut writers: Join
     while writers.join_next().await.is_some() {}
 }
 
-/// Reads a channel's frames into the session; returns the channel when its
-/// stream ends, and whether it ended in order (finished by the client, or
-/// done because the room was left) rather than broken.
+/// Reads a channel's WebTransport stream header, then its frames into the
+/// session; returns the channel when its stream ends, and whether it ended in
+/// order (finished by the client, or done because the room was left) rather
+/// than broken.
 async fn read_channel(
     mut recv: RecvStream,
+    session_id: u64,
     channel: ChannelId,
     session: Arc<Session>,
     encoding: Encoding,
 ) -> (ChannelId, bool) {
+    if let Err(e) = h3::read_stream_header(&mut recv, session_id).await {
+        tracing::debug!(error = %e, channel, "not a WebTransport stream of this session");
+        let _ = recv.stop(VarInt::from_u32(h3::code::STREAM_CREATION_ERROR));
+        return (channel, false);
+    }
     let mut buf = Vec::new();
     let max = session.max_frame();
     let finished = loop {
@@ -295,7 +246,7 @@ async fn write_room(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, o
         }
     }
     // The room was left: what was queued is sent; end the stream.
-    let _ = send.finish().await;
+    let _ = send.finish();
 }
 
 async fn write_control(mut send: SendStream, mut queue: mpsc::Receiver<Outgoing>, session: Arc<Session>) {
@@ -337,9 +288,9 @@ async fn farewell(
         outbox.written(&out);
     }
     proto::frame::append_frame(outbox.encoding(), &goodbye.to_message(), buf);
-    if send.write_all(buf).await.is_ok() {
+    if send.write_all(buf).await.is_ok() && send.finish().is_ok() {
         // Completes once the client has acknowledged everything.
-        let _ = send.finish().await;
+        let _ = send.stopped().await;
     }
 }
 
@@ -380,20 +331,4 @@ async fn write_batch(
         *buf = Vec::new();
     }
     written
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_connect_path_gives_encoding_and_token() {
-        let c = ConnectRequest::parse("/?encoding=bincode&token=abc").unwrap();
-        assert_eq!(c.encoding, Encoding::Bincode);
-        assert_eq!(c.token.as_deref(), Some("abc"));
-        let c = ConnectRequest::parse("/signal").unwrap();
-        assert_eq!(c.encoding, Encoding::Json);
-        assert!(ConnectRequest::parse("/other").is_none());
-        assert!(ConnectRequest::parse("/?encoding=xml").is_none());
-    }
 }
