@@ -264,16 +264,12 @@ impl<F: std::future::Future<Output = Result<(), quinn::WriteError>>> NowOrNeverO
 }
 
 async fn write_stream(mut send: SendStream, header: Vec<u8>, mut out: mpsc::Receiver<Vec<u8>>) {
-    // The stream's WebTransport header goes out with its first frame.
-    let mut pending = Some(header);
+    // The stream's WebTransport header goes out at once: the stream exists
+    // for the server from then on, before anything is sent on it.
+    if send.write_all(&header).await.is_err() {
+        return;
+    }
     while let Some(bytes) = out.recv().await {
-        let bytes = match pending.take() {
-            Some(mut header) => {
-                header.extend_from_slice(&bytes);
-                header
-            }
-            None => bytes,
-        };
         if send.write_all(&bytes).await.is_err() {
             return;
         }
