@@ -317,7 +317,17 @@ pub async fn run(args: &Args) -> Result<Outcome, SetupError> {
         }
         r
     });
+    // Close every session (a dropped client closes its connection) and wait
+    // until the servers were told, so that the next run does not start with
+    // this one's sessions still held until their idle timeout.
     drop(connections);
+    for endpoint in &plan.endpoints {
+        endpoint.close().await;
+    }
+    if plan.endpoints.is_empty() {
+        // Clients with endpoints of their own: their closes go out on the next turn of their drivers.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let first = shared.first_steady_ns.load(Ordering::Relaxed);
     let last = shared.last_steady_ns.load(Ordering::Relaxed);
