@@ -107,9 +107,24 @@ fn endpoint(tls: rustls::ClientConfig, bind_ip: Option<IpAddr>) -> Result<Endpoi
     transport.enable_segmentation_offload(false);
     config.transport_config(Arc::new(transport));
     let bind = SocketAddr::new(bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
-    let mut endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
+    let socket = udp_socket(bind).map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| ClientError::Connect("no async runtime".into()))?;
+    let mut endpoint = Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|e| ClientError::Connect(format!("UDP socket: {e}")))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// A client UDP socket with room for bursts: a shared endpoint receives for
+/// thousands of connections, and the kernel's default buffer (about 208 KiB)
+/// overflowed in connect storms, each dropped packet costing a connection a
+/// retransmission. The kernel caps the size at `net.core.rmem_max`.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
 }
 
 pub(super) struct Link {

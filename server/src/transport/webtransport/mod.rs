@@ -118,9 +118,10 @@ async fn handle(incoming: Incoming, hub: Arc<Hub>, handshake_timeout: Duration, 
     } = established;
     let session_state = hub.open_per_channel(admitted, encoding);
     let span = session_state.span().clone();
-    streams::drive(conn, session, session_state, encoding)
-        .instrument(span)
-        .await;
+    // A task of its own, and this one ends: a task is as large as its
+    // future's largest state, and the handshake's would otherwise stay
+    // reserved for the session's whole life.
+    tokio::spawn(streams::drive(conn, session, session_state, encoding).instrument(span));
 }
 
 /// What a connection that was accepted as a session carries into it.
