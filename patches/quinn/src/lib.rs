@@ -99,7 +99,9 @@ enum ConnectionEvent {
         error_code: VarInt,
         reason: bytes::Bytes,
     },
-    Proto(proto::ConnectionEvent),
+    // Boxed: every connection's event channel allocates 32 slots up front,
+    // and this variant made each slot ~200 bytes (6.5 KiB a connection).
+    Proto(Box<proto::ConnectionEvent>),
     Rebind(Arc<dyn AsyncUdpSocket>),
 }
 
