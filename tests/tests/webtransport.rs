@@ -88,9 +88,26 @@ async fn a_refused_connect_carries_the_status_and_code_of_its_reason() {
 }
 
 #[tokio::test]
-async fn a_foreign_origin_is_refused_with_403_and_its_code_over_another_stack() {
-    // wtransport's client (another HTTP/3 implementation) sends the Origin a browser would.
+async fn a_foreign_origin_is_refused_with_403_and_its_code() {
     let server = Server::start(BIN, &[]);
+    // By hand, with the Origin a browser would send: the status and the body.
+    let (_endpoint, conn) = quic_connect(&server).await;
+    let _control = proto::h3::open_control(&conn).await.expect("control stream");
+    let url = url::Url::parse(&format!("https://{}/?encoding=json", server.webtransport)).expect("url");
+    let request = web_transport_proto::ConnectRequest::new(url).with_header(
+        web_transport_proto::http::header::ORIGIN,
+        web_transport_proto::http::HeaderValue::from_static("https://evil.example"),
+    );
+    match proto::h3::connect(&conn, &request, WAIT).await {
+        Err(proto::h3::H3Error::Refused { status, body }) => {
+            assert_eq!(status, 403);
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
+            assert_eq!(body["code"], "origin_not_allowed");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // wtransport's client (another HTTP/3 implementation) is refused too, and
+    // without an Origin gets its session.
     let refused = RawWebTransport::connect(
         &server,
         loopback(1),
@@ -99,7 +116,6 @@ async fn a_foreign_origin_is_refused_with_403_and_its_code_over_another_stack() 
     )
     .await;
     assert!(refused.is_err(), "a foreign origin must be refused");
-    // The same client without an Origin gets its session.
     let raw = RawWebTransport::connect(&server, loopback(1), Encoding::Json, &[])
         .await
         .expect("no origin, no refusal");
