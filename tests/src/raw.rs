@@ -3,7 +3,9 @@
 //! frame that is not UTF-8), send headers it does not send (`Origin`), or see
 //! what it hides (a refusal's headers, a connection's close code).
 //!
-//! [`RawWebTransport`] is wtransport itself; [`RawWss`] is tokio-tungstenite.
+//! [`RawWebTransport`] is wtransport's client (an HTTP/3 stack that is not the
+//! server's, so its tests also prove the two interoperate); [`RawWss`] is
+//! tokio-tungstenite.
 //! Both connect from a chosen loopback address, so a test can play an attacker
 //! from 127.0.0.2 while well-behaved clients stay on 127.0.0.1.
 
