@@ -68,6 +68,11 @@ pub fn transport(config: &Config) -> TransportConfig {
     // packets at a time, and with it each connection keeps a transmit buffer
     // of ten packets (15 KiB) instead of one.
     transport.enable_segmentation_offload(false);
+    // Path MTU discovery probes with packets above the initial 1200 bytes,
+    // and each connection's transmit buffer then doubles to 2.4 KiB for good;
+    // signaling's packets are small, and an offer of a few KB takes one more
+    // packet at 1200 bytes.
+    transport.mtu_discovery_config(None);
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(VarInt::from_u32(
         IDLE_TIMEOUT.as_millis() as u32,
