@@ -240,3 +240,27 @@ async fn tokens_never_appear_in_the_log() {
     assert!(!log.contains(&token));
     assert!(!log.contains("secret-looking-garbage"));
 }
+
+/// A validly signed token may say it expires at the end of time (`exp` =
+/// 2^64 - 1): it is honoured as a very long one, on both transports, in
+/// `hello` and in the URL, and the server stays up (it once panicked the
+/// session's worker, overflowing the clock).
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_opens_a_session_and_panics_nothing() {
+    let server = Server::start(BIN, &[]);
+    let token = server.token_with(claims("forever", u64::MAX));
+    for via in [Via::WebTransport, Via::WebSocket] {
+        for in_url in [false, true] {
+            let mut client = Client::connect(server.options(via, &token).token_in_url(in_url))
+                .await
+                .unwrap_or_else(|e| panic!("{via:?} (token in URL: {in_url}): {e}"));
+            client.ping().await.expect("the session answers");
+            let room = client.join("eternity").await.expect("joins a room");
+            drop(room);
+        }
+    }
+    // Nobody's worker panicked: the log says so, and a newcomer still gets in.
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    let mut late = server.connect(Via::WebSocket, "late").await;
+    late.ping().await.expect("the server is up");
+}

@@ -78,6 +78,31 @@ async fn a_clients_close_is_answered_with_its_code_and_ends_the_session_at_once(
     }
 }
 
+/// RFC 6455 §7.4: some status codes may never be sent (1005, 1006 and 1015
+/// only report a close without a code or frame; 1004 and the unassigned ones
+/// are reserved). A close carrying one is a protocol error, answered with
+/// 1002, never echoed.
+#[tokio::test]
+async fn a_close_with_a_code_that_may_not_be_sent_is_answered_with_1002() {
+    let server = Server::start(BIN, &[]);
+    for code in [999u16, 1004, 1005, 1006, 1015, 2999, 5000] {
+        let mut ws = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+        ws.hello(&server.token("closer")).await;
+        let frame = Frame::close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        }));
+        assert!(ws.send_message(Message::Frame(frame)).await);
+        let events = ws.drain().await;
+        // The server's own reason: a client library that got the code echoed
+        // would put 1002 and a reason of its own in its place.
+        assert!(
+            matches!(events.as_slice(), [WsEvent::Closed(Some((1002, reason)))] if reason.contains("may not be sent")),
+            "close {code}: {events:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_frame_with_a_reserved_bit_is_refused_with_1002_and_the_reason() {
     let server = Server::start(BIN, &[]);
@@ -113,4 +138,85 @@ async fn an_upgrade_request_that_is_not_right_is_answered_with_a_status_and_an_e
     assert_eq!(plain.status, 400);
     assert_eq!(plain.json()["code"], "invalid_message", "{}", plain.body);
     assert!(plain.body.contains("not a WebSocket upgrade"), "{}", plain.body);
+}
+
+/// A message over 1 MiB is refused with 1009 as soon as its header says so;
+/// the server then reads and drops the rest of it until the client closes,
+/// so the close frame reaches the client instead of a TCP reset (which made
+/// clients see 1006 most of the time). Five times, since a reset was a race.
+#[tokio::test]
+async fn a_message_over_1_mib_gets_its_1009_close_to_the_client_every_time() {
+    let server = Server::start(BIN, &[]);
+    for attempt in 0..5 {
+        let mut ws = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+        ws.hello(&server.token("oversender")).await;
+        let huge = vec![7u8; codec::HARD_MAX_FRAME + codec::HARD_MAX_FRAME / 2];
+        assert!(
+            ws.send_message(Message::Binary(huge.into())).await,
+            "attempt {attempt}: the server took the whole message (and dropped it)"
+        );
+        let events = ws.drain().await;
+        assert!(
+            matches!(events.last(), Some(WsEvent::Closed(Some((1009, _))))),
+            "attempt {attempt}: {events:?}"
+        );
+    }
+}
+
+/// A client that stops reading while a room floods it is cut off with
+/// `slow_consumer`; when it reads again, every frame it gets is whole (a batch
+/// cut by the session's end is finished before anything follows it), then the
+/// goodbye, then the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_reads_whole_frames_then_its_goodbye() {
+    let server = Server::start(
+        BIN,
+        &[
+            ("messages-per-sec", "1000000"),
+            ("message-burst", "1000000"),
+            ("bytes-per-sec", "1000000000"),
+            ("byte-burst", "1000000000"),
+        ],
+    );
+    let alice = server.connect(Via::WebSocket, "alice").await;
+    let carol = server.connect(Via::WebTransport, "carol").await;
+    let alice_room = alice.join("flood").await.unwrap();
+    let mut carol_room = carol.join("flood").await.unwrap();
+    let mut bob = RawWss::connect(&server, HERE, "", &[]).await.expect("upgraded");
+    let bob_id = bob.hello(&server.token("bob")).await;
+    bob.join(1, "flood").await;
+    let flood = tokio::spawn(async move {
+        let payload = "z".repeat(16 * 1024);
+        let mut pace = tokio::time::interval(Duration::from_millis(2));
+        while alice_room.broadcast(payload.clone()).await.is_ok() {
+            pace.tick().await;
+        }
+    });
+    // Carol keeps reading; she hears when Bob is cut off.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match carol_room.recv().await {
+                Some(ServerMessage::PeerLeft { peer_id }) if peer_id == bob_id => return,
+                Some(_) => continue,
+                None => panic!("carol's room closed"),
+            }
+        }
+    })
+    .await
+    .expect("bob was cut off");
+    flood.abort();
+    // Every frame decodes (RawWss panics on one that does not), and the end is in order.
+    let events = bob.drain().await;
+    let n = events.len();
+    assert!(n >= 2, "only {n} events");
+    match &events[n - 2..] {
+        [
+            WsEvent::Message(0, ServerMessage::Goodbye { code, .. }),
+            WsEvent::Closed(Some((1008, reason))),
+        ] => {
+            assert_eq!(*code, proto::ErrorCode::SlowConsumer);
+            assert_eq!(reason, "slow_consumer");
+        }
+        end => panic!("expected the goodbye and the close last, got {end:?}"),
+    }
 }

@@ -74,10 +74,35 @@ impl SessionSettings {
 }
 
 impl SessionSettings {
-    /// The instant a token expiring at `exp` (Unix seconds) stops being honoured.
+    /// The instant a token expiring at `exp` (Unix seconds) stops being
+    /// honoured. `exp` is the token's to say, up to `u64::MAX` (which once
+    /// overflowed the clock and panicked the session's worker): anything
+    /// beyond [`FARTHEST_EXPIRY`] from now counts as that.
     pub fn expiry_instant(&self, exp: u64) -> Instant {
-        let left = Duration::from_secs(exp.saturating_sub(super::auth::now_secs()));
-        Instant::now() + left + self.jwt_leeway
+        let left = Duration::from_secs(exp.saturating_sub(super::auth::now_secs()))
+            .saturating_add(self.jwt_leeway)
+            .min(FARTHEST_EXPIRY);
+        let now = Instant::now();
+        now.checked_add(left).unwrap_or(now)
+    }
+}
+
+/// How far ahead a token's expiry is taken as given: a century, past any
+/// session's life, and far inside what the clock can represent.
+pub const FARTHEST_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_at_the_end_of_time_is_a_century_away_not_a_panic() {
+        let settings = SessionSettings::from_config(&Config::default());
+        let at = settings.expiry_instant(u64::MAX);
+        let ahead = at.duration_since(Instant::now());
+        assert!(ahead > FARTHEST_EXPIRY - Duration::from_secs(60) && ahead <= FARTHEST_EXPIRY);
+        // An expired token's instant is now (plus the leeway), not in the past.
+        assert!(settings.expiry_instant(0) >= Instant::now());
     }
 }
 

@@ -52,7 +52,7 @@ impl Phase {
     /// The open phase for `claims`.
     pub(super) fn open(claims: Claims, hub: &Hub) -> Phase {
         let expires = hub.settings.expiry_instant(claims.expires_at);
-        let notice = expires.checked_sub(hub.settings.refresh_notice + hub.settings.jwt_leeway);
+        let notice = expires.checked_sub(hub.settings.refresh_notice.saturating_add(hub.settings.jwt_leeway));
         Phase::Open {
             claims,
             expires,

@@ -108,11 +108,13 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut reader = FrameReader::new(HARD_MAX_FRAME);
     let pong = Pong::default();
+    // The batch being written: kept here, outside the writing future, so that
+    // a write cut short by the session's end is finished from where it was
+    // (a batch can exceed what TLS takes at once) before anything follows it.
+    let mut batch = Batch::default();
     let end = async {
         // The session's end is watched here, not between writes: a writer stuck
         // on a client that stopped reading must not keep the session alive.
-        // (Cancelling a write is safe: TLS takes a whole batch of frames into
-        // its buffer at once, so frames are never cut.)
         // The goodbye comes first: a client that closes as soon as it has read
         // the error before it must not make the session end unsaid (and its
         // error uncounted).
@@ -120,9 +122,11 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
             biased;
             goodbye = session.closed() => End::Goodbye(goodbye),
             end = read(&mut rd, &mut reader, &session, &pong) => end,
-            () = write(&mut wr, &mut queue, &outbox, &pong) => End::Lost,
+            () = write(&mut wr, &mut queue, &outbox, &pong, &mut batch) => End::Lost,
         };
-        let mut last = Vec::new();
+        // What follows goes after the rest of a batch that was cut.
+        let mut last = batch.unsent().to_vec();
+        let cut = !last.is_empty();
         match &end {
             End::Goodbye(goodbye) => {
                 while let Ok(out) = queue.try_recv() {
@@ -145,7 +149,7 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
             }
             End::Lost => {}
         }
-        if !last.is_empty() {
+        if !last.is_empty() && (cut || !matches!(end, End::Lost)) {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, send(&mut wr, &last)).await;
         }
         end
@@ -156,10 +160,18 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
         // The session layer may hold the session for a resume.
         End::Lost => session.connection_lost(),
         // The session is over: its connection slot is free before the client is waited for.
-        End::Closed(_) | End::Violation(_) => drop(session),
+        End::Closed(_) => drop(session),
         End::Goodbye(_) => {
             drop(session);
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, linger(&mut rd, &mut reader)).await;
+        }
+        End::Violation(_) => {
+            drop(session);
+            // The reader cannot parse past a violation: what the client still
+            // sends (the rest of a message over the limit, say) is read and
+            // dropped unparsed until it closes, so that its TCP stack is not
+            // reset before it has read the close frame.
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, drain(&mut rd)).await;
         }
     }
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
@@ -246,43 +258,94 @@ async fn linger(rd: &mut ReadHalf<Io>, reader: &mut FrameReader) {
     }
 }
 
-/// At most this many queued messages go out in one write, so that a queue that
-/// never empties still reaches the socket.
+/// Reads and drops whatever arrives until the client closes the connection
+/// (or it breaks), in a small buffer: a client that broke the protocol is not
+/// parsed any further.
+async fn drain(rd: &mut ReadHalf<Io>) {
+    let mut scratch = [0u8; 1024];
+    while matches!(rd.read(&mut scratch).await, Ok(n) if n > 0) {}
+}
+
+/// At most this many queued messages, or about this many bytes, go out in
+/// one write, so that a queue that never empties still reaches the socket and
+/// a batch never holds more than a few frames beyond its cap.
 const MAX_BATCH: usize = 64;
+const BATCH_BYTES: usize = 16 * 1024;
 /// The output buffer a writer keeps between writes, at most: enough for
 /// candidates and small signals; an offer's buffer is not kept (idle sessions
 /// must be cheap).
 const KEPT_BUFFER: usize = frame::KEPT_BUFFER;
 
+/// Whole frames to write, and how many of their bytes the socket has taken.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+impl Batch {
+    /// What the socket has not taken yet.
+    fn unsent(&self) -> &[u8] {
+        self.buf.get(self.sent..).unwrap_or_default()
+    }
+
+    /// Writes the rest of the batch and flushes it. Cancel safe: each write
+    /// either took its bytes (and `sent` counts them) or took none.
+    async fn write_out(&mut self, wr: &mut WriteHalf<Io>) -> std::io::Result<()> {
+        while self.sent < self.buf.len() {
+            match wr.write(&self.buf[self.sent..]).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => self.sent += n,
+            }
+        }
+        wr.flush().await?;
+        self.buf.clear();
+        self.sent = 0;
+        // An idle session should not keep the buffer of its largest message.
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+}
+
 /// Writes queued messages (and pongs) until the socket fails. Whatever waits
 /// in the queue when the writer wakes up goes out with one write (one TLS
 /// record, one system call) instead of one each.
-async fn write(wr: &mut WriteHalf<Io>, queue: &mut mpsc::Receiver<Outgoing>, outbox: &Outbox, pong: &Pong) {
-    let mut buf = Vec::new();
+async fn write(
+    wr: &mut WriteHalf<Io>,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    outbox: &Outbox,
+    pong: &Pong,
+    batch: &mut Batch,
+) {
     loop {
-        tokio::select! {
-            biased;
-            () = pong.due.notified() => {
-                if let Some(payload) = pong.payload.lock().expect("pong lock").take() {
-                    frame::append_pong(&mut buf, &payload);
+        // A batch cut short last time (this future was dropped mid-write) is
+        // finished first; it never is, today, since the session ends with the
+        // writer, but nothing here depends on that.
+        if batch.unsent().is_empty() {
+            tokio::select! {
+                biased;
+                () = pong.due.notified() => {
+                    if let Some(payload) = pong.payload.lock().expect("pong lock").take() {
+                        frame::append_pong(&mut batch.buf, &payload);
+                    }
                 }
-            }
-            out = queue.recv() => {
-                let Some(out) = out else { return };
-                append_message(&mut buf, outbox, &out);
-                for _ in 1..MAX_BATCH {
-                    let Ok(out) = queue.try_recv() else { break };
-                    append_message(&mut buf, outbox, &out);
+                out = queue.recv() => {
+                    let Some(out) = out else { return };
+                    append_message(&mut batch.buf, outbox, &out);
+                    for _ in 1..MAX_BATCH {
+                        if batch.buf.len() >= BATCH_BYTES {
+                            break;
+                        }
+                        let Ok(out) = queue.try_recv() else { break };
+                        append_message(&mut batch.buf, outbox, &out);
+                    }
                 }
             }
         }
-        if let Err(e) = send(wr, &buf).await {
+        if let Err(e) = batch.write_out(wr).await {
             return tracing::debug!(error = %e, "WebSocket write failed");
-        }
-        buf.clear();
-        // An idle session should not keep the buffer of its largest message.
-        if buf.capacity() > KEPT_BUFFER {
-            buf = Vec::new();
         }
     }
 }

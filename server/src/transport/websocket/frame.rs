@@ -245,10 +245,25 @@ fn close(payload: &[u8]) -> Result<Incoming<'_>, Violation> {
         [] => Ok(Incoming::Close(None)),
         [_] => Err(Violation::Protocol("a close frame with a one-byte payload")),
         [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !may_be_sent(code) {
+                return Err(Violation::Protocol(
+                    "a close frame with a status code that may not be sent",
+                ));
+            }
             std::str::from_utf8(reason).map_err(|_| Violation::InvalidUtf8)?;
-            Ok(Incoming::Close(Some(u16::from_be_bytes([*hi, *lo]))))
+            Ok(Incoming::Close(Some(code)))
         }
     }
+}
+
+/// Whether an endpoint may put `code` in a close frame (RFC 6455 §7.4): the
+/// protocol's own codes (1004 is reserved; 1005, 1006 and 1015 only report a
+/// close that had no code or frame, or failed TLS), the IANA-registered
+/// 1012-1014, and the ranges for libraries and applications (3000-4999).
+/// Anything else is answered with 1002, never echoed.
+fn may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Where a frame started by [`begin_frame`] lies in the output buffer.
@@ -423,7 +438,15 @@ mod tests {
 
     #[test]
     fn protocol_violations_are_refused_with_their_close_codes() {
-        let cases: [(Vec<u8>, u16); 9] = [
+        let cases: [(Vec<u8>, u16); 16] = [
+            // Close codes that may not be sent (RFC 6455 §7.4): reserved, or only reported.
+            (client_frame(true, CLOSE, &999u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &1004u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &1005u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &1006u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &1015u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &2999u16.to_be_bytes(), MASK), 1002),
+            (client_frame(true, CLOSE, &5000u16.to_be_bytes(), MASK), 1002),
             // Unmasked.
             (vec![0x81, 0x02, b'h', b'i'], 1002),
             // RSV1 (compression was never agreed).
