@@ -596,6 +596,54 @@ async fn a_wss_message_over_1_mib_is_closed_with_1009_before_the_session_sees_it
     bystanders.finish().await;
 }
 
+/// A WebSocket frame header is 14 bytes; it once bought an allocation of
+/// the whole declared frame (1 MiB, whatever `max_frame_bytes` said). Now a
+/// message over `max_frame_bytes` is dropped as it arrives: 100 connections
+/// that each declare a 1,000,000-byte message and send half of it cost the
+/// server a few KiB each, not 523, and the room around them hears everything.
+#[tokio::test]
+async fn declared_but_unsent_megabytes_cost_the_server_nothing() {
+    let server = Server::start(BIN, &[("max-connections-per-ip", "1000"), ("auth-timeout-ms", "60000")]);
+    let bystanders = Bystanders::seat(&server).await;
+    let before = server.rss_kib();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.https
+    );
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&1_000_000u64.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    let half = vec![0x55u8; 500_000];
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut tls = tls_to(&server).await;
+        tls.write_all(request.as_bytes()).await.expect("upgrade request");
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.expect("the upgrade's answer");
+            answer.push(byte[0]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        tls.write_all(&header).await.expect("the header");
+        tls.write_all(&half).await.expect("half the payload");
+        tls.flush().await.expect("flushed");
+        held.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 100 * 64, "100 half-sent megabytes cost the server {grown} KiB");
+    bystanders.hear_more(20).await;
+    drop(held);
+    assert_up(&server).await;
+    bystanders.finish().await;
+}
+
 #[tokio::test]
 async fn a_4_gib_length_prefix_on_the_control_stream_ends_the_session_with_frame_too_large() {
     let server = Server::start(BIN, &[]);

@@ -106,7 +106,9 @@ async fn run(io: Io, hub: Arc<Hub>, admitted: Admitted) {
     let outbox = session.outbox().clone();
     let span = session.span().clone();
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut reader = FrameReader::new(HARD_MAX_FRAME);
+    // Messages over max_frame_bytes are dropped as they arrive (frame_too_large);
+    // over 1 MiB the connection is closed with 1009.
+    let mut reader = FrameReader::new(session.max_frame(), HARD_MAX_FRAME);
     let pong = Pong::default();
     // The batch being written: kept here, outside the writing future, so that
     // a write cut short by the session's end is finished from where it was
@@ -215,6 +217,9 @@ async fn read(rd: &mut ReadHalf<Io>, reader: &mut FrameReader, session: &Session
             match reader.next() {
                 Ok(Some(Incoming::Text(text))) => session.on_envelope_frame(Encoding::Json, text),
                 Ok(Some(Incoming::Binary(bin))) => session.on_envelope_frame(Encoding::Bincode, bin),
+                Ok(Some(Incoming::Skipped { size })) => {
+                    session.on_oversized_frame(usize::try_from(size).unwrap_or(usize::MAX));
+                }
                 Ok(Some(Incoming::Ping(payload))) => {
                     *pong.payload.lock().expect("pong lock") = Some(payload.to_vec());
                     pong.due.notify_one();

@@ -29,6 +29,11 @@ pub enum Incoming<'a> {
     /// A text message (valid UTF-8).
     Text(&'a [u8]),
     Binary(&'a [u8]),
+    /// A message over the reader's limit but within the hard cap: its bytes
+    /// were read and dropped as they came, never kept; `size` in all.
+    Skipped {
+        size: u64,
+    },
     /// A ping, with its payload (to be echoed in a pong).
     Ping(&'a [u8]),
     Pong,
@@ -59,10 +64,26 @@ impl Violation {
     }
 }
 
+/// The most a read buffer grows by ahead of the bytes that arrived: a header
+/// that declares a large frame buys no memory until its payload comes.
+const GROW_STEP: usize = 16 * 1024;
+
+/// One frame's header, parsed.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    len: u64,
+    /// The header's own length (with the mask).
+    size: usize,
+    mask: [u8; 4],
+}
+
 /// Splits the bytes a client sends into messages and control frames.
 ///
-/// Fill [`FrameReader::spare`] with what the socket gives, [`FrameReader::filled`]
-/// it, then take [`FrameReader::next`] until it is `None`.
+/// Fill [`FrameReader::spare`] with what the socket gives, then take
+/// [`FrameReader::next`] until it is `None`. Messages over `max_message` are
+/// dropped as they arrive ([`Incoming::Skipped`]); a message over `hard_max`
+/// is a violation as soon as a header says so.
 #[derive(Debug)]
 pub struct FrameReader {
     /// Bytes read; `buf[start..]` are not parsed yet.
@@ -71,29 +92,46 @@ pub struct FrameReader {
     /// A fragmented message's payload so far, and its opcode.
     message: Vec<u8>,
     fragmented: Option<u8>,
+    /// The size of the message being read, skipped fragments included.
+    message_size: u64,
+    /// The message being read is over `max_message`: its payload is dropped.
+    skipping: bool,
+    /// Payload bytes of the current frame still to drop, and whether that
+    /// frame ends the message.
+    skip_left: u64,
+    skip_fin: bool,
     /// The message taken last time lives in `message`: cleared on the next call.
     taken: bool,
     /// The bytes the frame being read needs in all (header and payload).
     want: usize,
     max_message: usize,
+    hard_max: usize,
 }
 
 impl FrameReader {
-    /// A reader refusing messages (whole, after reassembly) over `max_message` bytes.
-    pub fn new(max_message: usize) -> Self {
+    /// A reader that hands on messages (whole, after reassembly) of up to
+    /// `max_message` bytes, drops larger ones up to `hard_max`, and refuses
+    /// anything larger.
+    pub fn new(max_message: usize, hard_max: usize) -> Self {
         Self {
             buf: Vec::with_capacity(KEPT_BUFFER),
             start: 0,
             message: Vec::new(),
             fragmented: None,
+            message_size: 0,
+            skipping: false,
+            skip_left: 0,
+            skip_fin: false,
             taken: false,
             want: 0,
-            max_message,
+            max_message: max_message.min(hard_max),
+            hard_max,
         }
     }
 
-    /// Room for the next read: at least [`KEPT_BUFFER`] bytes, and all that the
-    /// frame being read still needs. Bytes already parsed are dropped first.
+    /// Room for the next read: at least half of [`KEPT_BUFFER`], and what the
+    /// frame being read still needs, but never more than [`GROW_STEP`] ahead
+    /// of what arrived. Bytes already parsed are dropped first.
     pub fn spare(&mut self) -> &mut Vec<u8> {
         if self.start == self.buf.len() {
             self.buf.clear();
@@ -106,7 +144,10 @@ impl FrameReader {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let need = self.want.saturating_sub(self.buf.len()).max(KEPT_BUFFER / 2);
+        let need = self
+            .want
+            .saturating_sub(self.buf.len())
+            .clamp(KEPT_BUFFER / 2, GROW_STEP);
         self.buf.reserve(need);
         &mut self.buf
     }
@@ -119,39 +160,92 @@ impl FrameReader {
             self.message = Vec::new();
         }
         loop {
-            let Some((fin, opcode, payload)) = self.frame()? else {
+            if self.skip_left > 0 {
+                // Drop what has arrived of a skipped payload.
+                let here = (self.buf.len() - self.start) as u64;
+                let n = self.skip_left.min(here);
+                self.start += n as usize;
+                self.skip_left -= n;
+                if self.skip_left > 0 {
+                    self.want = 0;
+                    return Ok(None);
+                }
+            }
+            if self.skipping && self.skip_fin {
+                let size = self.message_size;
+                self.end_message();
+                return Ok(Some(Incoming::Skipped { size }));
+            }
+            let Some(header) = self.header()? else {
                 return Ok(None);
             };
-            match opcode {
-                CLOSE => return close(&self.buf[payload]).map(Some),
-                PING => return Ok(Some(Incoming::Ping(&self.buf[payload]))),
-                PONG => return Ok(Some(Incoming::Pong)),
-                _ => {}
+            if matches!(header.opcode, CLOSE | PING | PONG) {
+                let Some(payload) = self.payload(&header) else {
+                    return Ok(None);
+                };
+                return match header.opcode {
+                    CLOSE => close(&self.buf[payload]).map(Some),
+                    PING => Ok(Some(Incoming::Ping(&self.buf[payload]))),
+                    _ => Ok(Some(Incoming::Pong)),
+                };
             }
-            let kind = match (opcode, self.fragmented) {
+            let kind = match (header.opcode, self.fragmented) {
                 (CONTINUATION, None) => return Err(Violation::Protocol("a continuation frame outside a message")),
                 (CONTINUATION, Some(kind)) => kind,
                 (_, Some(_)) => return Err(Violation::Protocol("a new message inside a fragmented one")),
                 (kind, None) => kind,
             };
-            if self.fragmented.is_none() && fin {
+            let size = self.message_size.saturating_add(header.len);
+            if size > self.hard_max as u64 {
+                return Err(Violation::TooBig {
+                    size,
+                    max: self.hard_max,
+                });
+            }
+            if self.skipping || size > self.max_message as u64 {
+                // Over the limit: this frame's payload (and the rest of the
+                // message) is dropped as it arrives, what was kept let go.
+                self.skipping = true;
+                self.message = Vec::new();
+                self.message_size = size;
+                self.fragmented = (!header.fin).then_some(kind);
+                self.start += header.size;
+                self.skip_left = header.len;
+                self.skip_fin = header.fin;
+                self.want = 0;
+                continue;
+            }
+            let Some(payload) = self.payload(&header) else {
+                return Ok(None);
+            };
+            self.message_size = size;
+            if self.fragmented.is_none() && header.fin {
                 // The common case: a whole message in one frame, handed on where it lies.
+                self.message_size = 0;
                 return message(kind, &self.buf[payload]).map(Some);
             }
             self.message.extend_from_slice(&self.buf[payload]);
-            if !fin {
+            if !header.fin {
                 self.fragmented = Some(kind);
                 continue;
             }
-            self.fragmented = None;
+            self.end_message();
             self.taken = true;
             return message(kind, &self.message).map(Some);
         }
     }
 
-    /// Parses one frame at `start`: whether it is final, its opcode, and where
-    /// its (unmasked) payload lies.
-    fn frame(&mut self) -> Result<Option<(bool, u8, Range<usize>)>, Violation> {
+    /// Forgets the message that just ended (its bytes stay in `message` until
+    /// the next call, when it was handed on from there).
+    fn end_message(&mut self) {
+        self.fragmented = None;
+        self.message_size = 0;
+        self.skipping = false;
+        self.skip_fin = false;
+    }
+
+    /// Parses the header of the frame at `start`, once it has all arrived.
+    fn header(&mut self) -> Result<Option<Header>, Violation> {
         let bytes = &self.buf[self.start..];
         if bytes.len() < 2 {
             self.want = 2;
@@ -166,9 +260,9 @@ impl FrameReader {
         if b1 & 0x80 == 0 {
             return Err(Violation::Protocol("a client's frame must be masked"));
         }
-        let header = header_len(b1);
-        if bytes.len() < header {
-            self.want = header;
+        let size = header_len(b1);
+        if bytes.len() < size {
+            self.want = size;
             return Ok(None);
         }
         let len = match b1 & 0x7F {
@@ -176,6 +270,9 @@ impl FrameReader {
             127 => u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")),
             len => u64::from(len),
         };
+        if len >> 63 != 0 {
+            return Err(Violation::Protocol("a 64-bit length with its most significant bit set"));
+        }
         match opcode {
             CLOSE | PING | PONG => {
                 if !fin || len > 125 {
@@ -184,29 +281,33 @@ impl FrameReader {
                     ));
                 }
             }
-            CONTINUATION | TEXT | BINARY => {
-                let size = len.saturating_add(self.message.len() as u64);
-                if size > self.max_message as u64 {
-                    return Err(Violation::TooBig {
-                        size,
-                        max: self.max_message,
-                    });
-                }
-            }
+            CONTINUATION | TEXT | BINARY => {}
             _ => return Err(Violation::Protocol("an unknown opcode")),
         }
-        // Under max_message, so it fits in usize.
-        let len = len as usize;
-        if bytes.len() < header + len {
-            self.want = header + len;
-            return Ok(None);
+        let mask: [u8; 4] = bytes[size - 4..size].try_into().expect("4 bytes");
+        Ok(Some(Header {
+            fin,
+            opcode,
+            len,
+            size,
+            mask,
+        }))
+    }
+
+    /// The frame's payload, unmasked in place, once it has all arrived (the
+    /// frame is then consumed); its length is within `max_message` or 125.
+    fn payload(&mut self, header: &Header) -> Option<Range<usize>> {
+        // Within max_message (or 125), so it fits in usize.
+        let whole = header.size + header.len as usize;
+        if self.buf.len() - self.start < whole {
+            self.want = whole;
+            return None;
         }
         self.want = 0;
-        let mask: [u8; 4] = bytes[header - 4..header].try_into().expect("4 bytes");
-        let payload = self.start + header..self.start + header + len;
-        unmask(&mut self.buf[payload.clone()], mask);
+        let payload = self.start + header.size..self.start + whole;
+        unmask(&mut self.buf[payload.clone()], header.mask);
         self.start = payload.end;
-        Ok(Some((fin, opcode, payload)))
+        Some(payload)
     }
 }
 
@@ -375,6 +476,7 @@ mod tests {
                     Incoming::Ping(p) => format!("ping {}", String::from_utf8_lossy(p)),
                     Incoming::Pong => "pong".into(),
                     Incoming::Close(code) => format!("close {code:?}"),
+                    Incoming::Skipped { size } => format!("skipped {size}"),
                 });
             }
         }
@@ -385,12 +487,65 @@ mod tests {
     fn the_example_frames_of_rfc_6455_are_read() {
         // §5.7: a single-frame masked text message "Hello".
         let hello = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
-        let mut reader = FrameReader::new(1 << 20);
+        let mut reader = FrameReader::new(1 << 20, 1 << 20);
         assert_eq!(read_all(&mut reader, &hello, 100).unwrap(), ["text Hello"]);
         // A fragmented text message "Hel" + "lo", masked.
         let mut bytes = client_frame(false, TEXT, b"Hel", MASK);
         bytes.extend(client_frame(true, CONTINUATION, b"lo", MASK));
         assert_eq!(read_all(&mut reader, &bytes, 100).unwrap(), ["text Hello"]);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_dropped_as_it_arrives_and_the_next_one_read() {
+        let mut bytes = client_frame(true, TEXT, &[b'a'; 500], MASK);
+        // Fragments adding up over the limit, a ping between them.
+        bytes.extend(client_frame(false, BINARY, &[1; 60], MASK));
+        bytes.extend(client_frame(true, PING, b"still there", MASK));
+        bytes.extend(client_frame(false, CONTINUATION, &[2; 60], MASK));
+        bytes.extend(client_frame(true, CONTINUATION, &[3; 5], MASK));
+        bytes.extend(client_frame(true, TEXT, b"hi", MASK));
+        let want = ["skipped 500", "ping still there", "skipped 125", "text hi"];
+        for step in [1, 2, 7, 64, 1000, bytes.len()] {
+            let mut reader = FrameReader::new(100, 1000);
+            assert_eq!(read_all(&mut reader, &bytes, step).unwrap(), want, "step {step}");
+        }
+        // Over the hard cap it is still a violation, from the header on.
+        let mut reader = FrameReader::new(100, 1000);
+        let err = read_all(&mut reader, &client_frame(true, BINARY, &[0; 1001], MASK)[..20], 20).unwrap_err();
+        assert_eq!(err.close_code(), 1009);
+    }
+
+    #[test]
+    fn a_declared_frame_buys_no_memory_before_its_bytes_arrive() {
+        let big = vec![9u8; 900_000];
+        let frame = client_frame(true, BINARY, &big, MASK);
+        // Within the limit: the buffer grows with what arrived, not with what was declared.
+        let mut reader = FrameReader::new(1 << 20, 1 << 20);
+        for piece in frame[..100_000].chunks(4096) {
+            reader.spare().extend_from_slice(piece);
+            assert!(reader.next().unwrap().is_none());
+        }
+        assert!(
+            reader.buf.capacity() < 2 * 100_000 + GROW_STEP,
+            "{}",
+            reader.buf.capacity()
+        );
+        // Over the limit: nothing is kept at all while it is dropped.
+        let mut reader = FrameReader::new(64 * 1024, 1 << 20);
+        for piece in frame[..512 * 1024].chunks(4096) {
+            reader.spare().extend_from_slice(piece);
+            assert!(reader.next().unwrap().is_none());
+            assert!(reader.buf.capacity() <= GROW_STEP, "{}", reader.buf.capacity());
+        }
+    }
+
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_refused() {
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        frame.extend_from_slice(&MASK);
+        let err = read_all(&mut FrameReader::new(16, 16), &frame, 100).unwrap_err();
+        assert_eq!(err.close_code(), 1002);
     }
 
     #[test]
@@ -414,14 +569,14 @@ mod tests {
             "close Some(1000)".into(),
         ];
         for step in [1, 2, 3, 7, 100, 1024, 5000, bytes.len()] {
-            let mut reader = FrameReader::new(1 << 20);
+            let mut reader = FrameReader::new(1 << 20, 1 << 20);
             assert_eq!(read_all(&mut reader, &bytes, step).unwrap(), want, "step {step}");
         }
     }
 
     #[test]
     fn an_idle_reader_lets_go_of_the_buffer_of_a_large_message() {
-        let mut reader = FrameReader::new(1 << 20);
+        let mut reader = FrameReader::new(1 << 20, 1 << 20);
         let bytes = client_frame(true, BINARY, &[1; 5000], MASK);
         assert_eq!(read_all(&mut reader, &bytes, 1000).unwrap(), ["binary 5000"]);
         assert!(reader.buf.capacity() >= 5000);
@@ -466,23 +621,23 @@ mod tests {
             (client_frame(true, BINARY, &[0; 17], MASK), 1009),
         ];
         for (bytes, code) in cases {
-            let mut reader = FrameReader::new(16);
+            let mut reader = FrameReader::new(16, 16);
             let err = read_all(&mut reader, &bytes, bytes.len()).unwrap_err();
             assert_eq!(err.close_code(), code, "{err} for {bytes:02x?}");
         }
         // A message begun and another begun before it ended.
         let mut bytes = client_frame(false, TEXT, b"a", MASK);
         bytes.extend(client_frame(true, BINARY, b"b", MASK));
-        let err = read_all(&mut FrameReader::new(16), &bytes, 100).unwrap_err();
+        let err = read_all(&mut FrameReader::new(16, 16), &bytes, 100).unwrap_err();
         assert_eq!(err, Violation::Protocol("a new message inside a fragmented one"));
         // Fragments adding up over the limit.
         let mut bytes = client_frame(false, BINARY, &[0; 10], MASK);
         bytes.extend(client_frame(true, CONTINUATION, &[0; 10], MASK));
-        let err = read_all(&mut FrameReader::new(16), &bytes, 100).unwrap_err();
+        let err = read_all(&mut FrameReader::new(16, 16), &bytes, 100).unwrap_err();
         assert_eq!(err, Violation::TooBig { size: 20, max: 16 });
         // A huge declared length is refused from the header, before any payload.
         let header = [0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
-        let err = read_all(&mut FrameReader::new(16), &header, 100).unwrap_err();
+        let err = read_all(&mut FrameReader::new(16, 16), &header, 100).unwrap_err();
         assert_eq!(err.close_code(), 1009);
     }
 
