@@ -10,8 +10,8 @@
 //! message (an offer) for the life of the connection, which is most of what
 //! an idle session costs; here they are let go between messages.
 
-mod frame;
-mod handshake;
+pub mod frame;
+pub mod handshake;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
