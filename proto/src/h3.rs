@@ -146,9 +146,9 @@ impl StreamBuf {
     }
 }
 
-/// The type of the frame at the front of `buf` and its whole length, once it
+/// The type of the HTTP/3 frame at the front of `buf` and its whole length, once it
 /// has all arrived.
-fn frame_len(buf: &[u8]) -> Result<Option<(Frame, usize)>, H3Error> {
+pub fn frame_len(buf: &[u8]) -> Result<Option<(Frame, usize)>, H3Error> {
     let mut view = buf;
     let Ok(frame) = Frame::decode(&mut view) else {
         return Ok(None);

@@ -9,7 +9,8 @@
 //! - [`ice`]: the STUN/TURN servers sessions are handed, TURN credentials minted per session;
 //! - [`tls`]: certificates, self-signed and rotated for development;
 //! - [`config`]: the one typed configuration;
-//! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`app`]: wiring and graceful shutdown; [`cli`]: the command line;
+//! - [`fuzzing`]: the fuzz targets' bodies for the server's own parsers (`fuzz/`).
 
 pub mod accounts;
 pub mod app;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod fd_limit;
+pub mod fuzzing;
 pub mod http;
 pub mod ice;
 pub mod listen;

@@ -140,6 +140,24 @@ async fn an_upgrade_request_that_is_not_right_is_answered_with_a_status_and_an_e
     assert!(plain.body.contains("not a WebSocket upgrade"), "{}", plain.body);
 }
 
+/// Whether a request is an upgrade at all is checked before admission: plain
+/// requests to `/ws` spend none of the address's connection tokens (nor, in
+/// cluster mode, a Redis round trip), so a real upgrade after them still gets in.
+#[tokio::test]
+async fn plain_requests_to_the_websocket_path_spend_no_admission_token() {
+    let server = Server::start(
+        BIN,
+        &[("connections-per-ip-per-sec", "1"), ("connection-burst-per-ip", "1")],
+    );
+    for _ in 0..3 {
+        assert_eq!(server.get("/ws").await.status, 400);
+    }
+    let mut ws = RawWss::connect(&server, HERE, "", &[])
+        .await
+        .unwrap_or_else(|refused| panic!("refused after plain requests: {} {}", refused.status, refused.body));
+    ws.hello(&server.token("patient")).await;
+}
+
 /// A message over 1 MiB is refused with 1009 as soon as its header says so;
 /// the server then reads and drops the rest of it until the client closes,
 /// so the close frame reaches the client instead of a TCP reset (which made

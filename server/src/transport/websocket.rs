@@ -54,12 +54,12 @@ pub async fn upgrade(
         authority: headers.get(header::HOST).and_then(|v| v.to_str().ok()),
         token: query.token.as_deref(),
     };
-    let admitted = match app.hub.preflight(&connecting).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal_response(&refusal),
-    };
-    // Checked after the preflight, so that a blocked or switched-off client
-    // learns that whatever it sent.
+    // First what the address alone decides (a blocked or switched-off client
+    // learns that whatever it sent), then whether this is an upgrade at all:
+    // a plain request spends no admission token and no Redis round trip.
+    if let Err(refusal) = app.hub.early_check(remote.ip(), Transport::WebSocket) {
+        return refusal_response(&refusal);
+    }
     let accept = match handshake::accept(request.headers()) {
         Ok(accept) => accept,
         Err(e) => {
@@ -73,6 +73,10 @@ pub async fn upgrade(
             }
             return response;
         }
+    };
+    let admitted = match app.hub.preflight(&connecting).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal_response(&refusal),
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         let refusal = Refusal::new(
