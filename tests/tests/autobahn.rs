@@ -55,6 +55,7 @@ fn the_websocket_layer_passes_autobahn_sections_1_to_7() {
         .status()
         .expect("kosoku runs (scripts/test installs it: pip install kosoku)");
     let _ = echo.kill();
+    let _ = echo.wait();
     assert!(status.success(), "kosoku failed: {status}");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("index.json")).expect("kosoku's index.json")).expect("JSON");

@@ -153,7 +153,8 @@ impl FrameReader {
     }
 
     /// The next message or control frame among the bytes read, `None` when more
-    /// bytes are needed.
+    /// bytes are needed. (Not an `Iterator`: what it returns borrows the reader.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Incoming<'_>>, Violation> {
         if self.taken {
             self.taken = false;
