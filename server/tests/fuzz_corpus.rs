@@ -6,7 +6,10 @@
 use std::fs;
 use std::path::Path;
 
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+/// A fuzz target's body.
+type Body = fn(&[u8]);
+
+const TARGETS: [(&str, Body); 3] = [
     ("ws_frames", server::fuzzing::websocket_frames),
     ("ws_upgrade", server::fuzzing::websocket_upgrade),
     ("h3_handshake", server::fuzzing::http3_handshake),
