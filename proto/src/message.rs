@@ -157,8 +157,10 @@ impl ClientMessage {
 ///
 /// The JSON field names of `candidate` are those of the browser's
 /// `RTCIceCandidateInit`, so the object can be passed to `addIceCandidate` as is.
+/// Any other field (the Rust names `sdp_mid`, `sdp_m_line_index` included) is
+/// refused, as in every message, rather than relayed without it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Signal {
     Offer {
         sdp: String,

@@ -419,6 +419,12 @@ fn malformed_json() -> Vec<Malformed> {
             ErrorCode::InvalidMessage,
         ),
         malformed("a missing field", r#"{"type":"ping"}"#, ErrorCode::InvalidMessage),
+        // The Rust names of a candidate's fields: refused, not relayed without them.
+        malformed(
+            "a candidate with sdp_mid and sdp_m_line_index",
+            r#"{"type":"signal","to":"9e1c4d7a02b8f315","signal":{"kind":"candidate","candidate":"c","sdp_mid":"0","sdp_m_line_index":0}}"#,
+            ErrorCode::InvalidMessage,
+        ),
         malformed("no type at all", r#"{"nonce":1}"#, ErrorCode::InvalidMessage),
     ]
 }
