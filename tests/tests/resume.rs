@@ -403,3 +403,29 @@ async fn in_a_cluster_a_resume_on_another_node_falls_back_to_a_clean_rejoin() {
         other => panic!("expected peer_joined, got {other:?}"),
     }
 }
+
+/// A session held for a resume does not keep a shutdown waiting: its client is
+/// not there to say goodbye to, so the hold ends at once and the server exits
+/// without using its grace period.
+#[tokio::test]
+async fn a_held_session_does_not_hold_up_a_shutdown() {
+    let mut server = Server::start(BIN, &[("resume-grace-secs", "60"), ("shutdown-grace-ms", "8000")]);
+    let (alice, proxy) = through_proxy(&server, "alice").await;
+    let _alice_room = alice.join("r").await.unwrap();
+    proxy.cut();
+    // The server notices the loss and holds the session.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("session held for a resume") {
+        assert!(std::time::Instant::now() < deadline, "the session was never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "the shutdown took {took:?} (grace 8 s)");
+    assert!(
+        server.log().contains(r#""reason":"the server is shutting down""#),
+        "{}",
+        server.log()
+    );
+}

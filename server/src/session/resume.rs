@@ -234,8 +234,15 @@ impl Resumption {
     }
 
     /// Holds `session` (which lost its connection) until it is resumed, the
-    /// grace period ends, or its kept events overflow.
-    pub(super) fn hold(self: &Arc<Self>, key: SessionKey, session: Arc<Session>) {
+    /// grace period ends, its kept events overflow, or the server shuts down
+    /// (a held session would otherwise keep the shutdown waiting its whole
+    /// grace period for a client that is not there).
+    pub(super) fn hold(
+        self: &Arc<Self>,
+        key: SessionKey,
+        session: Arc<Session>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let memory = session.replay_memory();
         let weak = Arc::downgrade(&session);
         if let Some(entry) = self.sessions.lock().expect("resume lock").get_mut(&key) {
@@ -249,6 +256,7 @@ impl Resumption {
             let why = tokio::select! {
                 () = tokio::time::sleep(grace) => "its grace period ended",
                 () = memory.overflowed() => "more events waited for it than it may keep",
+                () = crate::shutdown::signalled(&mut shutdown) => "the server is shutting down",
             };
             this.end_hold(key, &weak, why);
         });
@@ -438,7 +446,7 @@ impl Session {
             "connection lost: session held for a resume"
         );
         let resumption = self.hub.resumption.clone();
-        resumption.hold(key, self.clone());
+        resumption.hold(key, self.clone(), self.hub.shutdown_signal());
     }
 }
 
