@@ -435,7 +435,13 @@ async fn an_address_blocked_on_one_node_is_blocked_on_the_others() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let refused = b.get("/ws").await;
+        // A real upgrade: a cluster-wide block is found in admission, which a
+        // request that is not an upgrade never reaches.
+        let Err(refused) = e2e::raw::RawWss::connect(&b, std::net::IpAddr::from([127, 0, 0, 1]), "", &[]).await else {
+            assert!(Instant::now() < deadline, "node b never saw the block");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         if refused.status == 429 {
             assert_eq!(refused.json()["code"], "ip_blocked");
             let retry: u64 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
