@@ -508,6 +508,15 @@ async fn two_processes_on_the_same_ports_share_the_connections_and_the_rooms() {
     let offer = Signal::Offer {
         sdp: "v=0 shared".into(),
     };
+    // The first signals the last once it has heard of it: a peer on the other
+    // process becomes known to this one through Redis, a moment after it joined.
+    loop {
+        match next_event(&mut rooms[0]).await {
+            ServerMessage::PeerJoined { peer } if peer.peer_id == last_peer => break,
+            ServerMessage::PeerJoined { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     rooms[0].signal(last_peer, offer.clone()).await.unwrap();
     let mut last = rooms.pop().unwrap();
     loop {
