@@ -409,6 +409,21 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), H3Error
     })
 }
 
+/// Closes a WebTransport session and its connection, from either side: the
+/// close capsule on the CONNECT stream (`connect`; not awaited, quinn sends
+/// what was written before the close, if the stream could take it at once),
+/// then the QUIC CONNECTION_CLOSE with the same code and reason.
+pub fn close_session(conn: &Connection, connect: &mut SendStream, code: u32, reason: &str) {
+    use futures_util::FutureExt as _;
+    if conn.close_reason().is_none() {
+        let capsule = close_capsule(code, reason);
+        if matches!(connect.write_all(&capsule).now_or_never(), Some(Ok(()))) {
+            let _ = connect.finish();
+        }
+    }
+    conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
+}
+
 /// The capsule that closes a WebTransport session with an application code
 /// and reason (at most 1024 bytes of it are sent), written on the CONNECT
 /// stream before it is finished.

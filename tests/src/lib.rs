@@ -20,6 +20,15 @@ use proto::client::{Client, ClientError, ConnectOptions, Trust};
 use server::session::auth::{TokenClaims, mint_hs256, now_secs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Flags that lift the per-session message and byte budgets, for tests that
+/// flood a room on purpose.
+pub const NO_BUDGETS: [(&str, &str); 4] = [
+    ("messages-per-sec", "1000000"),
+    ("message-burst", "1000000"),
+    ("bytes-per-sec", "1000000000"),
+    ("byte-burst", "1000000000"),
+];
+
 /// The load generator binary, which sits next to the server binary `server_bin`:
 /// `cargo test --workspace` builds every binary of the workspace, `cargo test
 /// -p e2e` alone does not.

@@ -270,18 +270,10 @@ async fn pings_keep_a_session_alive_past_the_idle_timeout() {
 /// must cut Bob off with slow_consumer rather than buffer without bound, its
 /// memory must not grow, and Alice and Carol must not be disturbed.
 async fn a_slow_reader_is_cut_off(via: Via) {
-    let server = Server::start(
-        BIN,
-        &[
-            ("messages-per-sec", "1000000"),
-            ("message-burst", "1000000"),
-            ("bytes-per-sec", "1000000000"),
-            ("byte-burst", "1000000000"),
-            // Slack for Carol, who must keep up on a machine that may be busy:
-            // Bob, who reads nothing, is cut off all the same.
-            ("outbound-queue-bytes", "8388608"),
-        ],
-    );
+    // Slack for Carol, who must keep up on a machine that may be busy: Bob,
+    // who reads nothing, is cut off all the same.
+    let flags = [e2e::NO_BUDGETS.as_slice(), &[("outbound-queue-bytes", "8388608")]].concat();
+    let server = Server::start(BIN, &flags);
     let alice = server.connect(Via::WebSocket, "alice").await;
     let carol = server.connect(Via::WebTransport, "carol").await;
     let mut bob = server.connect(via, "bob").await;

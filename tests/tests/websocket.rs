@@ -187,15 +187,7 @@ async fn a_message_over_1_mib_gets_its_1009_close_to_the_client_every_time() {
 /// goodbye, then the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_reads_whole_frames_then_its_goodbye() {
-    let server = Server::start(
-        BIN,
-        &[
-            ("messages-per-sec", "1000000"),
-            ("message-burst", "1000000"),
-            ("bytes-per-sec", "1000000000"),
-            ("byte-burst", "1000000000"),
-        ],
-    );
+    let server = Server::start(BIN, &e2e::NO_BUDGETS);
     let alice = server.connect(Via::WebSocket, "alice").await;
     let carol = server.connect(Via::WebTransport, "carol").await;
     let alice_room = alice.join("flood").await.unwrap();

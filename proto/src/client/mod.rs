@@ -821,6 +821,23 @@ impl Room {
 }
 
 /// Decodes a server message received on a channel, logging what cannot be decoded.
+/// The URL's host (without an IPv6 address's brackets) and the first address
+/// it resolves to, at its port or the scheme's.
+async fn resolve(url: &url::Url) -> Result<(String, std::net::SocketAddr), ClientError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| ClientError::Connect("the URL has no host".into()))?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{host} has no address")))?;
+    Ok((host, addr))
+}
+
 fn decode_server(encoding: Encoding, bytes: &[u8]) -> Option<ServerMessage> {
     match codec::decode(encoding, bytes) {
         Ok(msg) => Some(msg),

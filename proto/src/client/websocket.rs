@@ -53,15 +53,7 @@ impl Link {
         encoding: Encoding,
         bind_ip: Option<IpAddr>,
     ) -> Result<(Self, Channel), ClientError> {
-        let host = url
-            .host_str()
-            .ok_or_else(|| ClientError::Connect("URL has no host".into()))?;
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
-            .next()
-            .ok_or_else(|| ClientError::Connect(format!("{host} has no address")))?;
+        let (_, addr) = super::resolve(url).await?;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {

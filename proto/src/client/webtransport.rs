@@ -156,18 +156,9 @@ impl Link {
             Some(shared) => shared.endpoint.clone(),
             None => endpoint(tls, bind_ip)?,
         };
-        let host = url
-            .host_str()
-            .ok_or_else(|| ClientError::Connect("the URL has no host".into()))?;
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
-            .next()
-            .ok_or_else(|| ClientError::Connect(format!("{host} has no address")))?;
-        let server_name = host.trim_matches(['[', ']']);
+        let (host, addr) = super::resolve(url).await?;
         let conn = endpoint
-            .connect(addr, server_name)
+            .connect(addr, &host)
             .map_err(|e| ClientError::Connect(format!("QUIC connect: {e}")))?
             .await
             .map_err(|e| ClientError::Connect(format!("QUIC handshake: {e}")))?;
@@ -224,14 +215,10 @@ impl Link {
     /// Closes the session (its close capsule, when the CONNECT stream can still
     /// take it) and the connection.
     pub(super) fn close(&self) {
-        if let Some(mut connect) = self.connect.lock().ok().and_then(|mut c| c.take()) {
-            // Not awaited: quinn sends what was written before the close.
-            let capsule = h3::close_capsule(0, "client closed");
-            if connect.write_chunk(capsule.into()).now_or_never_ok() {
-                let _ = connect.finish();
-            }
+        match self.connect.lock().ok().and_then(|mut c| c.take()) {
+            Some(mut connect) => h3::close_session(&self.conn, &mut connect, 0, "client closed"),
+            None => self.conn.close(quinn::VarInt::from_u32(0), b"client closed"),
         }
-        self.conn.close(quinn::VarInt::from_u32(0), b"client closed");
     }
 }
 
@@ -265,16 +252,6 @@ fn refusal(e: H3Error) -> ClientError {
             }
         }
         other => ClientError::Connect(format!("WebTransport session setup: {other}")),
-    }
-}
-
-trait NowOrNeverOk {
-    fn now_or_never_ok(self) -> bool;
-}
-
-impl<F: std::future::Future<Output = Result<(), quinn::WriteError>>> NowOrNeverOk for F {
-    fn now_or_never_ok(self) -> bool {
-        matches!(futures_util::FutureExt::now_or_never(self), Some(Ok(())))
     }
 }
 

@@ -147,10 +147,10 @@ pub(super) async fn drive(conn: Connection, mut h3: H3Session, session: Arc<Sess
                 }
             };
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, client_done).await;
-            close(
+            h3::close_session(
                 &conn,
                 &mut h3.connect_send,
-                goodbye.code.number(),
+                u32::from(goodbye.code.number()),
                 goodbye.code.as_str(),
             );
         }
@@ -158,7 +158,7 @@ pub(super) async fn drive(conn: Connection, mut h3: H3Session, session: Arc<Sess
             if let Some(writer) = control_writer {
                 writer.abort();
             }
-            close(&conn, &mut h3.connect_send, 0, "");
+            h3::close_session(&conn, &mut h3.connect_send, 0, "");
             stop(readers, writers).await;
             if let End::Lost = end {
                 // The session layer may hold the session for a resume.
@@ -167,19 +167,6 @@ pub(super) async fn drive(conn: Connection, mut h3: H3Session, session: Arc<Sess
         }
     }
     tracing::debug!("WebTransport connection closed");
-}
-
-/// Closes the session and its connection: the close capsule on the CONNECT
-/// stream (for a client that is still there to read it), then the QUIC
-/// CONNECTION_CLOSE with the same code and reason.
-fn close(conn: &Connection, connect: &mut SendStream, code: u16, reason: &str) {
-    if conn.close_reason().is_none() {
-        let capsule = h3::close_capsule(u32::from(code), reason);
-        if connect.write_all(&capsule).now_or_never().is_some_and(|r| r.is_ok()) {
-            let _ = connect.finish();
-        }
-    }
-    conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
 }
 
 /// Stops a session's stream tasks; their references to the session are gone
